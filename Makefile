@@ -1,0 +1,46 @@
+# Two set-up commands on a fresh machine: `make serve` and `make test`.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# llama-cpp-python compiles llama.cpp; use every core.
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
+
+.PHONY: serve test system-deps bench bench-quick lint clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Debian's servers for the Redis and PostgreSQL tests (started by the test fixtures, never
+# as system services).
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	{ command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+		for svc in redis-server postgresql; do $(SUDO) service $$svc stop >/dev/null 2>&1 || true; done; \
+	fi
+
+serve: $(STAMP)
+	$(VENV)/bin/modelhub serve
+
+# pytest exits 5 when it collects nothing; that is not a failure.
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q || [ $$? -eq 5 ]
+
+bench: $(STAMP)
+	$(PY) -m bench.run
+
+bench-quick: $(STAMP)
+	$(PY) -m bench.run --quick
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,1 @@
+"""One router per endpoint group; ``modelhub.api.app`` mounts them."""

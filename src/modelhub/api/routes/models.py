@@ -1,0 +1,61 @@
+"""GET /v1/models and /v1/models/{id}: OpenAI's shape plus the catalog's metadata."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+
+from fastapi import APIRouter, Request
+
+from modelhub.api.deps import authenticate, hub
+from modelhub.catalog import ModelCard
+from modelhub.serving.deployment import ServedModel
+
+__all__ = ["router", "describe"]
+
+router = APIRouter()
+
+
+def _lifecycle_status(card: ModelCard, now: datetime) -> str:
+    life = card.lifecycle
+    if now < datetime.combine(life.launch, time.min, tzinfo=UTC):
+        return "upcoming"
+    if life.end_of_life is None:
+        return "active"
+    if now >= datetime.combine(life.end_of_life, time.min, tzinfo=UTC):
+        return "retired"
+    return "deprecated"
+
+
+def describe(served: ServedModel, now: datetime) -> dict:
+    card = served.card
+    launch = datetime.combine(card.lifecycle.launch, time.min, tzinfo=UTC)
+    body = card.model_dump(mode="json", exclude={"backend", "id"})
+    return {
+        "id": card.id,
+        "object": "model",
+        "created": int(launch.timestamp()),
+        "owned_by": card.owned_by,
+        **body,
+        "max_model_len": served.max_context,
+        "lifecycle": {**body["lifecycle"], "status": _lifecycle_status(card, now)},
+        "endpoints": {**body["endpoints"], "supported": card.endpoints.supported()},
+        "availability": {
+            "available": served.engine is not None,
+            "engine": served.engine.name if served.engine is not None else None,
+        },
+    }
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict:
+    await authenticate(request)
+    h = hub(request)
+    now = h.deployment.catalog.now()
+    return {"object": "list", "data": [describe(s, now) for s in h.deployment]}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, request: Request) -> dict:
+    await authenticate(request)
+    h = hub(request)
+    return describe(h.deployment.get(model_id), h.deployment.catalog.now())

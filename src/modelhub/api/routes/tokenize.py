@@ -1,0 +1,20 @@
+"""POST /tokenize: vLLM's request shape (model, messages, tools), exact counts back."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from modelhub.api.deps import authenticate, hub
+from modelhub.schemas.chat import ChatCompletionRequest
+from modelhub.serving.tokenize import count_prompt
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.post("/tokenize")
+async def tokenize(body: ChatCompletionRequest, request: Request) -> dict:
+    await authenticate(request, body.model)
+    h = hub(request)
+    return await count_prompt(h.deployment, h.chat.settings, body)

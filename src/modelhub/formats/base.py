@@ -1,0 +1,100 @@
+"""What a model family's chat format does: messages in, prompt token ids out; text out,
+OpenAI content and tool calls back.
+
+A format is chosen per catalog entry (``format = "mistral"`` or ``"plain"``). It never
+touches HTTP or an engine: it receives a validated request and the images the media stage
+has already decoded, keyed by where they sit in the request (``messages[0].content[1]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from modelhub.schemas.chat import ChatCompletionRequest, ToolCall
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+__all__ = [
+    "PromptImage",
+    "EncodedPrompt",
+    "ContentDelta",
+    "ToolCallDelta",
+    "OutputDelta",
+    "ParsedOutput",
+    "OutputParser",
+    "Tokenizer",
+    "ChatFormat",
+]
+
+
+@dataclass(frozen=True)
+class PromptImage:
+    """An image as the model sees it, and where its tokens start in the prompt."""
+
+    location: str
+    image: Image
+    offset: int
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    token_ids: list[int]
+    image_tokens: int = 0
+    images: tuple[PromptImage, ...] = ()
+    # GBNF grammar constraining the output (structured output, forced tool calls).
+    grammar: str | None = None
+    # Stop strings the format itself needs (e.g. where a base model starts a new turn).
+    stop: tuple[str, ...] = ()
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class ContentDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """OpenAI streams a tool call as a head (index, id, name) then argument fragments."""
+
+    index: int
+    arguments: str
+    id: str | None = None
+    name: str | None = None
+
+
+OutputDelta = ContentDelta | ToolCallDelta
+
+
+@dataclass
+class ParsedOutput:
+    deltas: list[OutputDelta] = field(default_factory=list)
+    content: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+class OutputParser(Protocol):
+    def feed(self, text: str) -> list[OutputDelta]:
+        """Take the next piece of generated text; return what can be emitted now."""
+
+    def finish(self) -> ParsedOutput:
+        """End of generation: the deltas still held back, and the whole message."""
+
+
+class Tokenizer(Protocol):
+    def encode(self, text: str, *, add_bos: bool) -> list[int]: ...
+
+
+class ChatFormat(Protocol):
+    def encode(
+        self, request: ChatCompletionRequest, images: Mapping[str, Image]
+    ) -> EncodedPrompt: ...
+
+    def output_parser(self, request: ChatCompletionRequest) -> OutputParser: ...

@@ -1,0 +1,87 @@
+"""A plain question/answer prompt for base (not instruction-tuned) models.
+
+Measured on the demo model (Gemma 3 270M base, greedy, 4 short factual questions):
+``Question: ...\\nAnswer:`` gave the right short answer to all four and then started a new
+``Question:``; Gemma's own chat turns (``<start_of_turn>user``) gave echoes and noise for
+all four. So the prompt is Q/A lines, and a new ``\\nQuestion:`` ends the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from modelhub.formats.base import (
+    ContentDelta,
+    EncodedPrompt,
+    OutputDelta,
+    ParsedOutput,
+    Tokenizer,
+)
+from modelhub.formats.grammar import response_format_grammar
+from modelhub.schemas.chat import ChatCompletionRequest, TextPart
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+__all__ = ["PlainFormat", "PlainOutputParser"]
+
+_TURN_STOP = "\nQuestion:"
+
+
+def _text(content: str | list | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(p.text for p in content if isinstance(p, TextPart))
+
+
+class PlainOutputParser:
+    """Text is content; the space the model puts after ``Answer:`` is not."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._started = False
+
+    def feed(self, text: str) -> list[OutputDelta]:
+        if not self._started:
+            text = text.lstrip()
+            if not text:
+                return []
+            self._started = True
+        self._parts.append(text)
+        return [ContentDelta(text)]
+
+    def finish(self) -> ParsedOutput:
+        return ParsedOutput(content="".join(self._parts))
+
+
+class PlainFormat:
+    def __init__(self, tokenizer: Tokenizer):
+        self._tokenizer = tokenizer
+
+    def render(self, request: ChatCompletionRequest) -> str:
+        lines: list[str] = []
+        for message in request.messages:
+            text = _text(message.content).strip()
+            if message.role in ("system", "developer"):
+                lines.append(text + "\n")
+            elif message.role == "user":
+                lines.append(f"Question: {text}\n")
+            elif message.role == "assistant":
+                lines.append(f"Answer: {text}\n")
+            else:  # a tool result reads as context for the next answer
+                lines.append(f"Result: {text}\n")
+        return "".join(lines) + "Answer:"
+
+    def encode(self, request: ChatCompletionRequest, images: Mapping[str, Image]) -> EncodedPrompt:
+        ids = self._tokenizer.encode(self.render(request), add_bos=True)
+        return EncodedPrompt(
+            token_ids=ids,
+            grammar=response_format_grammar(request.response_format),
+            stop=(_TURN_STOP,),
+        )
+
+    def output_parser(self, request: ChatCompletionRequest) -> PlainOutputParser:
+        return PlainOutputParser()

@@ -1,0 +1,338 @@
+"""Chat completions, from a parsed request to OpenAI response objects. No HTTP here.
+
+A request goes through explicit stages: resolve (catalog, lifecycle, backend) -> validate
+(against the model card) -> load images -> encode (the model's format: exact prompt tokens)
+-> limit (contract-wide reservation) -> generate (one engine job per choice) -> decode
+(stop strings, output parser) -> account (ledger row, reservation reconciled).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import anyio
+
+from modelhub.engines.base import GenerationJob, SamplingParams, TokenEvent
+from modelhub.errors import ContextLengthExceededError, RateLimitError
+from modelhub.formats.base import ContentDelta, EncodedPrompt, OutputDelta, ParsedOutput
+from modelhub.media import load_images
+from modelhub.metrics import Metrics
+from modelhub.platform import Platform, Principal, Reservation, UsageRecord
+from modelhub.schemas.chat import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChoiceLogprobs,
+    ChunkChoice,
+    Delta,
+    DeltaToolCall,
+    ResponseMessage,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+    new_completion_id,
+)
+from modelhub.serving.deployment import Deployment, ServedModel
+from modelhub.serving.merge import merge
+from modelhub.serving.stops import StopMatcher
+from modelhub.serving.validation import validate_for_model
+from modelhub.settings import Settings
+
+__all__ = ["PreparedChat", "ChatService"]
+
+
+@dataclass
+class PreparedChat:
+    """A request that passed every check up to inference, with its exact prompt."""
+
+    id: str
+    request: ChatCompletionRequest
+    served: ServedModel
+    prompt: EncodedPrompt
+    max_tokens: int
+    headers: dict[str, str]
+    received_at: datetime
+    principal: Principal
+    reservation: Reservation | None = None
+
+
+@dataclass
+class _ChoiceUpdate:
+    index: int
+    deltas: list[OutputDelta]
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str | None = None
+    parsed: ParsedOutput | None = None
+
+
+@dataclass
+class _Tally:
+    """What a request actually used, kept while it runs, for billing and metrics."""
+
+    completion_tokens: int = 0
+    first_token_at: float | None = None
+    first_token_wall: datetime | None = None
+    finish_reasons: dict[int, str] = field(default_factory=dict)
+
+    def token(self) -> None:
+        self.completion_tokens += 1
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+            self.first_token_wall = datetime.now(UTC)
+
+
+def _logprob_entry(event: TokenEvent) -> TokenLogprob:
+    return TokenLogprob(
+        token=event.text,
+        logprob=event.logprob if event.logprob is not None else 0.0,
+        bytes=list(event.text.encode()),
+        top_logprobs=[TopLogprob(token=t, logprob=lp, bytes=list(t.encode())) for t, lp in event.top_logprobs],
+    )
+
+
+class ChatService:
+    def __init__(self, deployment: Deployment, platform: Platform, metrics: Metrics, settings: Settings):
+        self._deployment = deployment
+        self._platform = platform
+        self._metrics = metrics
+        self.settings = settings
+
+    # Stages up to inference ---------------------------------------------------------
+    async def prepare(self, request: ChatCompletionRequest, principal: Principal) -> PreparedChat:
+        received_at = datetime.now(UTC)
+        served = self._deployment.get(request.model)
+        lifecycle = self._deployment.catalog.check_lifecycle(served.card)
+        validate_for_model(request, served.card)
+        chat_format = served.require_format()
+        served.require_engine()
+        images = await load_images(request, self.settings)
+        prompt = await anyio.to_thread.run_sync(chat_format.encode, request, images)
+        max_tokens = self._max_tokens(request, prompt, served)
+        return PreparedChat(
+            id=new_completion_id(),
+            request=request,
+            served=served,
+            prompt=prompt,
+            max_tokens=max_tokens,
+            headers=dict(lifecycle.headers),
+            received_at=received_at,
+            principal=principal,
+        )
+
+    @staticmethod
+    def _max_tokens(request: ChatCompletionRequest, prompt: EncodedPrompt, served: ServedModel) -> int:
+        window = served.max_context
+        asked = request.requested_max_tokens
+        param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+        if prompt.prompt_tokens >= window or (asked and prompt.prompt_tokens + asked > window):
+            wanted = f" + {asked} ({param})" if asked else ""
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {window} tokens. However, you requested "
+                f"{prompt.prompt_tokens + (asked or 0)} tokens ({prompt.prompt_tokens} in the "
+                f"messages{wanted}). Please reduce the length of the messages or completion.",
+                param="messages" if not asked else param,
+            )
+        return asked or window - prompt.prompt_tokens
+
+    async def admit(self, prepared: PreparedChat) -> None:
+        """Reserve the request's tokens against its contract's limits (429 if over)."""
+        # The reservation is for the worst case; it is reconciled to what was used.
+        worst = prepared.prompt.prompt_tokens + prepared.max_tokens * prepared.request.n
+        try:
+            prepared.reservation = await self._platform.reserve(
+                prepared.principal, prepared.request.model, worst
+            )
+        except RateLimitError:
+            # On record, at no cost: nothing was processed.
+            self._platform.record(self._record(prepared, _Tally(), "rejected", prompt_tokens=0))
+            raise
+        prepared.headers.update(prepared.reservation.headers)
+
+    # Generation ------------------------------------------------------------------------
+    async def _run_choice(self, prepared: PreparedChat, index: int, tally: _Tally) -> AsyncIterator[_ChoiceUpdate]:
+        request = prepared.request
+        engine = prepared.served.require_engine()
+        assert prepared.served.format is not None
+        params = SamplingParams(
+            max_tokens=prepared.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            # Choices of one request must differ yet stay reproducible for a given seed.
+            seed=None if request.seed is None else request.seed + index,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+            grammar=prepared.prompt.grammar,
+        )
+        job = GenerationJob(f"{prepared.id}/{index}", prepared.prompt, params, request)
+        stops = StopMatcher([*request.stop_strings, *prepared.prompt.stop])
+        parser = prepared.served.format.output_parser(request)
+        finish: str | None = None
+        events = engine.generate(job)
+        try:
+            async for event in events:
+                if not isinstance(event, TokenEvent):
+                    finish = event.reason
+                    break
+                if event.token_id >= 0:
+                    tally.token()
+                text = stops.feed(event.text)
+                deltas = parser.feed(text) if text else []
+                logprobs = [_logprob_entry(event)] if event.logprob is not None else []
+                if deltas or logprobs:
+                    yield _ChoiceUpdate(index, deltas, logprobs)
+                if stops.stopped:
+                    finish = "stop"
+                    break
+        finally:
+            await events.aclose()
+        tail = stops.flush()
+        deltas = parser.feed(tail) if tail else []
+        parsed = parser.finish()
+        deltas.extend(parsed.deltas)
+        if parsed.tool_calls:
+            finish = "tool_calls"
+        tally.finish_reasons[index] = finish or "stop"
+        yield _ChoiceUpdate(index, deltas, finish_reason=finish or "stop", parsed=parsed)
+
+    def _updates(self, prepared: PreparedChat, tally: _Tally) -> AsyncIterator[_ChoiceUpdate]:
+        runs = [self._run_choice(prepared, i, tally) for i in range(prepared.request.n)]
+        return runs[0] if len(runs) == 1 else merge(runs)
+
+    async def complete(self, prepared: PreparedChat) -> ChatCompletion:
+        tally = _Tally()
+        choices: dict[int, Choice] = {}
+        logprobs: dict[int, list[TokenLogprob]] = {i: [] for i in range(prepared.request.n)}
+        status = "error"
+        try:
+            async for update in self._updates(prepared, tally):
+                logprobs[update.index].extend(update.logprobs)
+                if update.parsed is not None:
+                    choices[update.index] = self._choice(prepared, update, logprobs[update.index])
+            status = "ok"
+        finally:
+            await self._account(prepared, tally, status)
+        return ChatCompletion(
+            id=prepared.id,
+            model=prepared.request.model,
+            choices=[choices[i] for i in sorted(choices)],
+            usage=self._usage(prepared, tally),
+        )
+
+    @staticmethod
+    def _choice(prepared: PreparedChat, update: _ChoiceUpdate, logprobs: list[TokenLogprob]) -> Choice:
+        assert update.parsed is not None
+        return Choice(
+            index=update.index,
+            message=ResponseMessage(
+                content=update.parsed.content if update.parsed.content or not update.parsed.tool_calls else None,
+                tool_calls=update.parsed.tool_calls,
+            ),
+            logprobs=ChoiceLogprobs(content=logprobs) if prepared.request.logprobs else None,
+            finish_reason=update.finish_reason,
+        )
+
+    async def stream(self, prepared: PreparedChat) -> AsyncIterator[ChatCompletionChunk]:
+        request = prepared.request
+        tally = _Tally()
+        created = int(time.time())
+        status = "cancelled"
+
+        def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
+            return ChatCompletionChunk(
+                id=prepared.id, created=created, model=request.model, choices=choices, usage=usage
+            )
+
+        try:
+            for i in range(request.n):
+                yield chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content=""))])
+            async for update in self._updates(prepared, tally):
+                logprobs = ChoiceLogprobs(content=update.logprobs) if update.logprobs else None
+                for delta in self._wire_deltas(update.deltas):
+                    yield chunk([ChunkChoice(index=update.index, delta=delta, logprobs=logprobs)])
+                    logprobs = None
+                if logprobs is not None:
+                    yield chunk([ChunkChoice(index=update.index, delta=Delta(), logprobs=logprobs)])
+                if update.finish_reason is not None:
+                    yield chunk([ChunkChoice(index=update.index, delta=Delta(), finish_reason=update.finish_reason)])
+            status = "ok"
+            if request.stream_options and request.stream_options.include_usage:
+                yield chunk([], usage=self._usage(prepared, tally))
+        except Exception:
+            status = "error"
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._account(prepared, tally, status)
+
+    @staticmethod
+    def _wire_deltas(deltas: list[OutputDelta]) -> list[Delta]:
+        wire: list[Delta] = []
+        for d in deltas:
+            if isinstance(d, ContentDelta):
+                if wire and wire[-1].content is not None:
+                    wire[-1].content += d.text
+                else:
+                    wire.append(Delta(content=d.text))
+            else:
+                wire.append(
+                    Delta(
+                        tool_calls=[
+                            DeltaToolCall(
+                                index=d.index,
+                                id=d.id,
+                                type="function" if d.id else None,
+                                function={"name": d.name, "arguments": d.arguments},
+                            )
+                        ]
+                    )
+                )
+        return wire
+
+    # Accounting ----------------------------------------------------------------------------
+    @staticmethod
+    def _usage(prepared: PreparedChat, tally: _Tally) -> Usage:
+        prompt = prepared.prompt.prompt_tokens
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=tally.completion_tokens,
+            total_tokens=prompt + tally.completion_tokens,
+        )
+
+    async def _account(self, prepared: PreparedChat, tally: _Tally, status: str) -> None:
+        model = prepared.request.model
+        prompt = prepared.prompt.prompt_tokens
+        finished = time.perf_counter()
+        self._metrics.prompt_tokens.labels(model).inc(prompt)
+        self._metrics.completion_tokens.labels(model).inc(tally.completion_tokens)
+        if tally.first_token_at is not None:
+            started = prepared.received_at.timestamp()
+            ttft = tally.first_token_wall.timestamp() - started if tally.first_token_wall else 0.0
+            self._metrics.time_to_first_token.labels(model).observe(max(ttft, 0.0))
+            if tally.completion_tokens > 1:
+                per_token = (finished - tally.first_token_at) / (tally.completion_tokens - 1)
+                self._metrics.time_per_output_token.labels(model).observe(per_token)
+        if prepared.reservation is not None:
+            await prepared.reservation.commit(prompt + tally.completion_tokens)
+        self._platform.record(self._record(prepared, tally, status, prompt_tokens=prompt))
+
+    @staticmethod
+    def _record(prepared: PreparedChat, tally: _Tally, status: str, *, prompt_tokens: int) -> UsageRecord:
+        reasons = set(tally.finish_reasons.values())
+        return UsageRecord(
+            request_id=prepared.id,
+            principal=prepared.principal,
+            model=prepared.request.model,
+            received_at=prepared.received_at,
+            first_token_at=tally.first_token_wall,
+            finished_at=datetime.now(UTC),
+            prompt_tokens=prompt_tokens,
+            image_tokens=prepared.prompt.image_tokens if prompt_tokens else 0,
+            completion_tokens=tally.completion_tokens,
+            status=status,
+            finish_reason=reasons.pop() if len(reasons) == 1 else None,
+        )

@@ -1,0 +1,133 @@
+"""Which engine and which chat format serve each catalog model, built once at start-up."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelhub.catalog import Catalog, ModelCard
+from modelhub.engines.base import Engine, EngineStats
+from modelhub.engines.llamacpp import LlamaCppEngine
+from modelhub.errors import ModelUnavailableError
+from modelhub.formats.base import ChatFormat
+from modelhub.formats.plain import PlainFormat
+from modelhub.metrics import Metrics
+from modelhub.settings import Settings
+
+__all__ = ["ServedModel", "Deployment"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServedModel:
+    card: ModelCard
+    format: ChatFormat | None
+    engine: Engine | None
+    where: str  # for logs and errors: a GGUF path, upstream URLs, or "not configured"
+
+    @property
+    def max_context(self) -> int:
+        window = self.card.technology.context_window
+        engine_window = getattr(self.engine, "max_context", None)
+        return min(window, engine_window) if engine_window else window
+
+    def require_engine(self) -> Engine:
+        if self.engine is None:
+            raise ModelUnavailableError(
+                f"The model '{self.card.id}' is in the catalog but no backend serves it on this "
+                "hub. An operator configures one with MODELHUB_BACKENDS, e.g. "
+                f'MODELHUB_BACKENDS=\'{{"{self.card.id}": {{"gguf": "/path/model.gguf"}}}}\' or '
+                f'\'{{"{self.card.id}": {{"upstreams": ["http://vllm:8000/v1"]}}}}\'.',
+                param="model",
+                headers={"Retry-After": "3600"},
+            )
+        return self.engine
+
+    def require_format(self) -> ChatFormat:
+        if self.format is None:
+            self.require_engine()
+            raise ModelUnavailableError(
+                f"The model '{self.card.id}' has no prompt format on this hub.", param="model"
+            )
+        return self.format
+
+
+def _resolve_gguf(spec: str, cache_dir: Path) -> Path:
+    """``package:<module>`` names a package that ships a GGUF and assembles it on demand."""
+    if not spec.startswith("package:"):
+        return Path(spec).expanduser()
+    module = importlib.import_module(spec.removeprefix("package:"))
+    target = cache_dir / "gguf" / module.MODEL_NAME
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(module.assemble(target))
+
+
+class Deployment:
+    def __init__(self, catalog: Catalog, settings: Settings, metrics: Metrics):
+        self.catalog = catalog
+        self._settings = settings
+        self._metrics = metrics
+        self._served: dict[str, ServedModel] = {}
+
+    async def start(self) -> None:
+        for card in self.catalog:
+            served = await self._serve(card)
+            self._served[card.id] = served
+            log.info("model %s: %s via %s", card.id, served.where, self._engine_name(served))
+        self._metrics.watch_engines(self.engine_stats)
+
+    async def close(self) -> None:
+        for served in self._served.values():
+            if served.engine is not None:
+                await served.engine.close()
+
+    @staticmethod
+    def _engine_name(served: ServedModel) -> str:
+        return served.engine.name if served.engine is not None else "no engine"
+
+    async def _serve(self, card: ModelCard) -> ServedModel:
+        backend = card.backend
+        if backend.kind == "llamacpp":
+            assert backend.gguf is not None
+            path = _resolve_gguf(backend.gguf, self._settings.cache_dir)
+            engine = LlamaCppEngine(
+                path,
+                slots=self._settings.engine_slots,
+                context=self._settings.engine_context,
+                batch=self._settings.engine_batch,
+                queue_limit=self._settings.engine_queue,
+                threads=self._settings.engine_threads,
+                observer=self._metrics.step_observer(card.id),
+            )
+            await engine.start()
+            return ServedModel(card, self._format(card, engine), engine, str(path))
+        return ServedModel(card, self._format(card, None), None, "not configured")
+
+    def _format(self, card: ModelCard, engine: LlamaCppEngine | None) -> ChatFormat | None:
+        if card.format == "mistral":
+            from modelhub.formats.mistral import MistralFormat
+
+            return MistralFormat(card.backend.tokenizer, self._settings.cache_dir)
+        if card.format == "plain" and engine is not None:
+            assert engine.tokenizer is not None
+            return PlainFormat(engine.tokenizer)
+        return None
+
+    def get(self, model_id: str) -> ServedModel:
+        self.catalog.get(model_id)  # 404 naming the available models
+        return self._served[model_id]
+
+    def __iter__(self):
+        return iter(self._served.values())
+
+    @property
+    def ready(self) -> bool:
+        return all(s.engine.ready for s in self._served.values() if s.engine is not None)
+
+    def engine_stats(self) -> dict[str, EngineStats]:
+        return {m: s.engine.stats() for m, s in self._served.items() if s.engine is not None}

@@ -1,0 +1,82 @@
+"""All of modelhub's configuration, in one typed object (env prefix ``MODELHUB_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "BackendConfig", "default_catalog_dir"]
+
+
+def default_catalog_dir() -> Path:
+    """``models/`` at the repository root, where a source checkout keeps the catalog."""
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+class BackendConfig(BaseModel):
+    """Where an operator says a catalog model is served (overrides the catalog file).
+
+    Exactly one of ``gguf`` (embedded llama.cpp) or ``upstreams`` (OpenAI-compatible
+    servers such as vLLM) is set.
+    """
+
+    gguf: Path | None = None
+    mmproj: Path | None = None
+    tokenizer: Path | None = Field(
+        default=None, description="tekken.json shipped with the weights (Mistral models)"
+    )
+    upstreams: list[str] = Field(default_factory=list)
+    served_model_name: str | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MODELHUB_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, description="413 above this")
+    log_level: str = "info"
+
+    # Catalog: one TOML per model; operator backends by model id, e.g.
+    # MODELHUB_BACKENDS='{"mistralai/Mistral-Small-24B-Instruct": {"gguf": "/m/model.gguf"}}'
+    catalog_dir: Path = Field(default_factory=default_catalog_dir)
+    backends: dict[str, BackendConfig] = Field(default_factory=dict)
+
+    # Embedded engine (llama.cpp)
+    engine_slots: int = Field(default=16, ge=1, description="sequences decoded together")
+    engine_context: int = Field(default=8192, ge=256, description="KV cells shared by the slots")
+    engine_queue: int = Field(default=64, ge=0, description="waiting requests before 503")
+    engine_threads: int | None = None
+    engine_batch: int = Field(default=512, ge=32, description="max tokens per decode call")
+
+    # Storage and platform
+    data_dir: Path = Field(default_factory=lambda: Path.cwd() / "data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    auth: bool = True
+    ledger_flush_interval_s: float = 0.5
+    ledger_batch_size: int = 256
+
+    # Images
+    max_images_per_request: int = 8
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    image_fetch_timeout_s: float = 10.0
+    image_connect_timeout_s: float = 3.0
+    image_fetch_allow_hosts: list[str] = Field(
+        default_factory=list, description="hosts or CIDRs admitted despite being private"
+    )
+
+    # Cache for generated artefacts (e.g. the Tekken v11 tokenizer file)
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "modelhub")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'modelhub.db'}"

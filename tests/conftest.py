@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from modelhub.settings import Settings, default_catalog_dir
+from tests.servers import RunningServer, start_server
+
+DATA = Path(__file__).parent / "data"
+DEMO_MODEL = "google/gemma-3-270m"
+MISTRAL = "mistralai/Mistral-Small-24B-Instruct"
+
+
+def make_settings(tmp: Path, **overrides) -> Settings:
+    base = {
+        "data_dir": tmp / "data",
+        "cache_dir": Path.home() / ".cache" / "modelhub",
+        "catalog_dir": default_catalog_dir(),
+        "auth": False,
+        "engine_slots": 8,
+        "engine_context": 4096,
+        "engine_queue": 32,
+    }
+    return Settings(**{**base, **overrides})
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory) -> RunningServer:
+    server = start_server(make_settings(tmp_path_factory.mktemp("demo")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tight_server(tmp_path_factory) -> RunningServer:
+    """One slot, no queue, a 64 KiB body limit: for back-pressure, 413 and disconnects."""
+    server = start_server(
+        make_settings(
+            tmp_path_factory.mktemp("tight"),
+            engine_slots=1,
+            engine_queue=0,
+            max_body_bytes=64 * 1024,
+        )
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(demo_server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=demo_server.api_url, api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture
+def http(demo_server) -> httpx.Client:
+    with httpx.Client(base_url=demo_server.base_url, timeout=120) as c:
+        yield c

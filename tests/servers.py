@@ -1,0 +1,62 @@
+"""Real modelhub servers on loopback ports, run in a thread of the test process."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import uvicorn
+
+from modelhub.api.app import create_app
+from modelhub.settings import Settings
+
+__all__ = ["RunningServer", "start_server", "MovableClock"]
+
+
+class MovableClock:
+    """The catalog's clock, moved by lifecycle tests."""
+
+    def __init__(self, now: datetime | None = None):
+        self.now = now or datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    settings: Settings
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + "/v1"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+def start_server(settings: Settings, *, clock: MovableClock | None = None, **app_kwargs) -> RunningServer:
+    app = create_app(settings, clock=clock, **app_kwargs)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the test server failed to start (see the log above)")
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test server did not start within 120 s")
+        time.sleep(0.05)
+    return RunningServer(f"http://127.0.0.1:{port}", settings, server, thread)
