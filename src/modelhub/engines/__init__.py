@@ -1,0 +1,1 @@
+"""Engines run models: the embedded llama.cpp engine, upstream OpenAI-compatible servers."""

@@ -1,0 +1,1 @@
+"""Model-family chat formats: messages -> prompt token ids; generated text -> message."""

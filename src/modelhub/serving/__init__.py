@@ -1,0 +1,1 @@
+"""Request stages between the HTTP layer and the engines; no HTTP here."""
