@@ -28,11 +28,18 @@ class _EngineCollector(Collector):
         running = GaugeMetricFamily(
             "modelhub_engine_running_sequences", "Sequences in the running batch", labels=["model"]
         )
+        extra: dict[str, GaugeMetricFamily] = {}
         for model, stats in self._engines().items():
             queued.add_metric([model], stats.queued)
             running.add_metric([model], stats.running)
+            for name, value in stats.extra.items():
+                family = extra.setdefault(
+                    name, GaugeMetricFamily(f"modelhub_engine_{name}", f"Engine: {name}", labels=["model"])
+                )
+                family.add_metric([model], value)
         yield queued
         yield running
+        yield from extra.values()
 
 
 class Metrics:
@@ -67,6 +74,12 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
             registry=self.registry,
         )
+        self.prompt_mismatches = Counter(
+            "modelhub_upstream_prompt_token_mismatch",
+            "Requests whose prompt count by the model's format differed from the upstream's",
+            ["model"],
+            registry=self.registry,
+        )
         self.batch_sequences = Histogram(
             "modelhub_engine_batch_sequences",
             "Sequences sampled together in one decode step",
@@ -74,6 +87,10 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=self.registry,
         )
+
+    def prompt_mismatch_observer(self, model: str) -> Callable[[int, int], None]:
+        counter = self.prompt_mismatches.labels(model)
+        return lambda local, upstream: counter.inc()
 
     def watch_engines(self, engines: Callable[[], dict[str, EngineStats]]) -> None:
         self.registry.register(_EngineCollector(engines))

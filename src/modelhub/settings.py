@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     engine_threads: int | None = None
     engine_batch: int = Field(default=512, ge=32, description="max tokens per decode call")
 
+    # Upstream OpenAI-compatible engines (vLLM, llama-server, another modelhub)
+    upstream_connect_timeout_s: float = 3.0
+    upstream_read_timeout_s: float = Field(
+        default=60.0, description="longest silence from an upstream before 504"
+    )
+    upstream_health_interval_s: float = 2.0
+    upstream_api_key: str | None = None
+
     # Storage and platform
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / "data")
     database_url: str | None = None

@@ -7,21 +7,26 @@ early (client gone, stop string seen) cancels the sequence and frees its slot at
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-from modelhub.formats.base import EncodedPrompt
+from modelhub.formats.base import EncodedPrompt, ToolCallDelta
 from modelhub.schemas.chat import ChatCompletionRequest
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 __all__ = [
     "SamplingParams",
     "GenerationJob",
     "TokenEvent",
+    "MessageDelta",
     "FinishEvent",
     "EngineEvent",
     "EngineStats",
     "Engine",
+    "RemoteCounter",
 ]
 
 
@@ -42,8 +47,10 @@ class GenerationJob:
     request_id: str
     prompt: EncodedPrompt
     params: SamplingParams
-    # The original request, for engines that forward it (an upstream OpenAI server).
+    # The original request and its checked images by location, for engines that forward
+    # the request (an upstream OpenAI server).
     request: ChatCompletionRequest | None = None
+    images: Mapping[str, Image] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,13 +62,23 @@ class TokenEvent:
 
 
 @dataclass(frozen=True)
+class MessageDelta:
+    """Output an engine has already parsed (an upstream OpenAI server): no token ids, and
+    the model's format is not applied again."""
+
+    content: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    completion_tokens: int = 0  # tokens this delta is known to cover, when the engine says
+
+
+@dataclass(frozen=True)
 class FinishEvent:
-    reason: Literal["stop", "length"]
+    reason: Literal["stop", "length", "tool_calls"]
     prompt_tokens: int
     completion_tokens: int
 
 
-EngineEvent = TokenEvent | FinishEvent
+EngineEvent = TokenEvent | MessageDelta | FinishEvent
 
 
 @dataclass
@@ -85,3 +102,10 @@ class Engine(Protocol):
     def stats(self) -> EngineStats: ...
 
     def generate(self, job: GenerationJob) -> AsyncIterator[EngineEvent]: ...
+
+
+@runtime_checkable
+class RemoteCounter(Protocol):
+    """An engine that can count a prompt itself, for models with no local format."""
+
+    async def count_prompt(self, request: ChatCompletionRequest) -> EncodedPrompt: ...

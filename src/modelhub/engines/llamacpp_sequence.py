@@ -83,9 +83,6 @@ class PieceDecoder:
     def decode(self, token: int) -> str:
         return self._utf8.decode(self.piece_bytes(token))
 
-    def flush(self) -> str:
-        return self._utf8.decode(b"", final=True)
-
 
 def _top_logprobs(
     logits: np.ndarray, token: int, k: int, decoder: PieceDecoder
@@ -160,10 +157,7 @@ class Sequence:
         return False
 
     def finish(self, reason: str) -> None:
-        assert self.decoder is not None
-        tail = self.decoder.flush()
-        if tail:
-            self.emit(TokenEvent(-1, tail))
+        # Bytes of a character cut off by max_tokens are dropped, as llama.cpp's server does.
         self.emit(FinishEvent(reason, self.job.prompt.prompt_tokens, self.generated))
 
     def fail(self, exc: BaseException) -> None:

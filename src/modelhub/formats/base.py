@@ -49,9 +49,14 @@ class EncodedPrompt:
     grammar: str | None = None
     # Stop strings the format itself needs (e.g. where a base model starts a new turn).
     stop: tuple[str, ...] = ()
+    # Set only when no tokenizer could count the prompt (an upstream without /tokenize):
+    # limits reserve this estimate, and billing uses the engine's own count afterwards.
+    estimated_tokens: int | None = None
 
     @property
     def prompt_tokens(self) -> int:
+        if self.estimated_tokens is not None:
+            return self.estimated_tokens
         return len(self.token_ids)
 
 

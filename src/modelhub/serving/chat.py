@@ -9,15 +9,29 @@ A request goes through explicit stages: resolve (catalog, lifecycle, backend) ->
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import anyio
 
-from modelhub.engines.base import GenerationJob, SamplingParams, TokenEvent
+from modelhub.engines.base import (
+    FinishEvent,
+    GenerationJob,
+    MessageDelta,
+    RemoteCounter,
+    SamplingParams,
+    TokenEvent,
+)
 from modelhub.errors import ContextLengthExceededError, RateLimitError
-from modelhub.formats.base import ContentDelta, EncodedPrompt, OutputDelta, ParsedOutput
+from modelhub.formats.base import (
+    ContentDelta,
+    EncodedPrompt,
+    OutputDelta,
+    ParsedOutput,
+    ToolCallDelta,
+)
 from modelhub.media import load_images
 from modelhub.metrics import Metrics
 from modelhub.platform import Platform, Principal, Reservation, UsageRecord
@@ -30,8 +44,10 @@ from modelhub.schemas.chat import (
     ChunkChoice,
     Delta,
     DeltaToolCall,
+    FunctionCall,
     ResponseMessage,
     TokenLogprob,
+    ToolCall,
     TopLogprob,
     Usage,
     new_completion_id,
@@ -41,6 +57,9 @@ from modelhub.serving.merge import merge
 from modelhub.serving.stops import StopMatcher
 from modelhub.serving.validation import validate_for_model
 from modelhub.settings import Settings
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 __all__ = ["PreparedChat", "ChatService"]
 
@@ -57,6 +76,7 @@ class PreparedChat:
     headers: dict[str, str]
     received_at: datetime
     principal: Principal
+    images: Mapping[str, Image] = field(default_factory=dict)
     reservation: Reservation | None = None
 
 
@@ -73,16 +93,59 @@ class _ChoiceUpdate:
 class _Tally:
     """What a request actually used, kept while it runs, for billing and metrics."""
 
-    completion_tokens: int = 0
+    choice_tokens: dict[int, int] = field(default_factory=dict)
+    engine_prompt_tokens: int | None = None  # the engine's own count, once it reports it
     first_token_at: float | None = None
     first_token_wall: datetime | None = None
     finish_reasons: dict[int, str] = field(default_factory=dict)
 
-    def token(self) -> None:
-        self.completion_tokens += 1
+    @property
+    def completion_tokens(self) -> int:
+        return sum(self.choice_tokens.values())
+
+    def token(self, index: int) -> None:
+        self.choice_tokens[index] = self.choice_tokens.get(index, 0) + 1
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
             self.first_token_wall = datetime.now(UTC)
+
+    def finished(self, index: int, event: FinishEvent) -> None:
+        # An engine's final count is authoritative (an upstream's usage); before it, each
+        # token or delta received counts as one, which is what a cut stream is billed.
+        self.choice_tokens[index] = event.completion_tokens
+        self.engine_prompt_tokens = event.prompt_tokens
+
+    def prompt_tokens(self, prepared: PreparedChat) -> int:
+        if self.engine_prompt_tokens is not None:
+            return self.engine_prompt_tokens
+        return prepared.prompt.prompt_tokens
+
+
+class _UpstreamMessage:
+    """Collects an upstream's already-parsed deltas into the final message."""
+
+    def __init__(self) -> None:
+        self._content: list[str] = []
+        self._calls: dict[int, dict] = {}
+
+    def feed(self, text: str, calls: tuple[ToolCallDelta, ...]) -> list[OutputDelta]:
+        deltas: list[OutputDelta] = [ContentDelta(text)] if text else []
+        self._content.append(text)
+        for call in calls:
+            entry = self._calls.setdefault(call.index, {"id": None, "name": "", "arguments": ""})
+            entry["id"] = call.id or entry["id"]
+            entry["name"] += call.name or ""
+            entry["arguments"] += call.arguments
+            deltas.append(call)
+        return deltas
+
+    def finish(self) -> ParsedOutput:
+        calls = [
+            ToolCall(id=c["id"] or f"call_{i}", function=FunctionCall(name=c["name"], arguments=c["arguments"]))
+            for i, c in sorted(self._calls.items())
+        ]
+        content = "".join(self._content)
+        return ParsedOutput(content=content or None, tool_calls=calls)
 
 
 def _logprob_entry(event: TokenEvent) -> TokenLogprob:
@@ -107,10 +170,12 @@ class ChatService:
         served = self._deployment.get(request.model)
         lifecycle = self._deployment.catalog.check_lifecycle(served.card)
         validate_for_model(request, served.card)
-        chat_format = served.require_format()
-        served.require_engine()
+        engine = served.require_engine()
         images = await load_images(request, self.settings)
-        prompt = await anyio.to_thread.run_sync(chat_format.encode, request, images)
+        if served.format is None and isinstance(engine, RemoteCounter):
+            prompt = await engine.count_prompt(request)
+        else:
+            prompt = await anyio.to_thread.run_sync(served.require_format().encode, request, images)
         max_tokens = self._max_tokens(request, prompt, served)
         return PreparedChat(
             id=new_completion_id(),
@@ -121,6 +186,7 @@ class ChatService:
             headers=dict(lifecycle.headers),
             received_at=received_at,
             principal=principal,
+            images=images,
         )
 
     @staticmethod
@@ -128,6 +194,8 @@ class ChatService:
         window = served.max_context
         asked = request.requested_max_tokens
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+        if prompt.estimated_tokens is not None:
+            return asked or max(window - prompt.prompt_tokens, 1)  # the upstream enforces it
         if prompt.prompt_tokens >= window or (asked and prompt.prompt_tokens + asked > window):
             wanted = f" + {asked} ({param})" if asked else ""
             raise ContextLengthExceededError(
@@ -153,10 +221,8 @@ class ChatService:
         prepared.headers.update(prepared.reservation.headers)
 
     # Generation ------------------------------------------------------------------------
-    async def _run_choice(self, prepared: PreparedChat, index: int, tally: _Tally) -> AsyncIterator[_ChoiceUpdate]:
+    def _job(self, prepared: PreparedChat, index: int) -> GenerationJob:
         request = prepared.request
-        engine = prepared.served.require_engine()
-        assert prepared.served.format is not None
         params = SamplingParams(
             max_tokens=prepared.max_tokens,
             temperature=request.temperature,
@@ -168,21 +234,30 @@ class ChatService:
             top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
             grammar=prepared.prompt.grammar,
         )
-        job = GenerationJob(f"{prepared.id}/{index}", prepared.prompt, params, request)
+        return GenerationJob(f"{prepared.id}/{index}", prepared.prompt, params, request, prepared.images)
+
+    async def _run_choice(self, prepared: PreparedChat, index: int, tally: _Tally) -> AsyncIterator[_ChoiceUpdate]:
+        request = prepared.request
+        engine = prepared.served.require_engine()
         stops = StopMatcher([*request.stop_strings, *prepared.prompt.stop])
-        parser = prepared.served.format.output_parser(request)
+        parser = prepared.served.format.output_parser(request) if prepared.served.format else None
+        upstream = _UpstreamMessage()
         finish: str | None = None
-        events = engine.generate(job)
+        events = engine.generate(self._job(prepared, index))
         try:
             async for event in events:
-                if not isinstance(event, TokenEvent):
+                if isinstance(event, FinishEvent):
+                    tally.finished(index, event)
                     finish = event.reason
                     break
-                if event.token_id >= 0:
-                    tally.token()
-                text = stops.feed(event.text)
-                deltas = parser.feed(text) if text else []
-                logprobs = [_logprob_entry(event)] if event.logprob is not None else []
+                tally.token(index)
+                text = stops.feed(event.text if isinstance(event, TokenEvent) else event.content)
+                if isinstance(event, MessageDelta):
+                    deltas = upstream.feed(text, event.tool_calls)
+                    logprobs = []
+                else:
+                    deltas = parser.feed(text) if text else []
+                    logprobs = [_logprob_entry(event)] if event.logprob is not None else []
                 if deltas or logprobs:
                     yield _ChoiceUpdate(index, deltas, logprobs)
                 if stops.stopped:
@@ -191,8 +266,12 @@ class ChatService:
         finally:
             await events.aclose()
         tail = stops.flush()
-        deltas = parser.feed(tail) if tail else []
-        parsed = parser.finish()
+        if parser is not None:
+            deltas = parser.feed(tail) if tail else []
+            parsed = parser.finish()
+        else:
+            deltas = upstream.feed(tail, ())
+            parsed = upstream.finish()
         deltas.extend(parsed.deltas)
         if parsed.tool_calls:
             finish = "tool_calls"
@@ -296,7 +375,7 @@ class ChatService:
     # Accounting ----------------------------------------------------------------------------
     @staticmethod
     def _usage(prepared: PreparedChat, tally: _Tally) -> Usage:
-        prompt = prepared.prompt.prompt_tokens
+        prompt = tally.prompt_tokens(prepared)
         return Usage(
             prompt_tokens=prompt,
             completion_tokens=tally.completion_tokens,
@@ -305,7 +384,7 @@ class ChatService:
 
     async def _account(self, prepared: PreparedChat, tally: _Tally, status: str) -> None:
         model = prepared.request.model
-        prompt = prepared.prompt.prompt_tokens
+        prompt = tally.prompt_tokens(prepared)
         finished = time.perf_counter()
         self._metrics.prompt_tokens.labels(model).inc(prompt)
         self._metrics.completion_tokens.labels(model).inc(tally.completion_tokens)

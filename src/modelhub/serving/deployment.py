@@ -10,6 +10,7 @@ from pathlib import Path
 from modelhub.catalog import Catalog, ModelCard
 from modelhub.engines.base import Engine, EngineStats
 from modelhub.engines.llamacpp import LlamaCppEngine
+from modelhub.engines.upstream import UpstreamEngine
 from modelhub.errors import ModelUnavailableError
 from modelhub.formats.base import ChatFormat
 from modelhub.formats.plain import PlainFormat
@@ -106,6 +107,18 @@ class Deployment:
             )
             await engine.start()
             return ServedModel(card, self._format(card, engine), engine, str(path))
+        if backend.kind == "upstream":
+            engine = UpstreamEngine(
+                list(backend.upstreams),
+                backend.served_model_name or card.id,
+                connect_timeout_s=self._settings.upstream_connect_timeout_s,
+                read_timeout_s=self._settings.upstream_read_timeout_s,
+                health_interval_s=self._settings.upstream_health_interval_s,
+                api_key=self._settings.upstream_api_key,
+                on_prompt_mismatch=self._metrics.prompt_mismatch_observer(card.id),
+            )
+            await engine.start()
+            return ServedModel(card, self._format(card, None), engine, ", ".join(backend.upstreams))
         return ServedModel(card, self._format(card, None), None, "not configured")
 
     def _format(self, card: ModelCard, engine: LlamaCppEngine | None) -> ChatFormat | None:
