@@ -29,6 +29,7 @@ class BackendConfig(BaseModel):
     )
     upstreams: list[str] = Field(default_factory=list)
     served_model_name: str | None = None
+    chat_template: str | None = None
 
 
 class Settings(BaseSettings):

@@ -92,6 +92,9 @@ class Backend(_Card):
     tokenizer: Path | None = None
     upstreams: tuple[str, ...] = ()
     served_model_name: str | None = None
+    # For format "template": a llama.cpp built-in template name ("llama3", "chatml", ...)
+    # when the GGUF carries none.
+    chat_template: str | None = None
 
     @property
     def kind(self) -> Literal["llamacpp", "upstream", "none"]:

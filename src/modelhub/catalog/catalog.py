@@ -51,6 +51,7 @@ def _with_operator_backend(card: ModelCard, override: BackendConfig | None) -> M
         tokenizer=override.tokenizer,
         upstreams=tuple(override.upstreams),
         served_model_name=override.served_model_name,
+        chat_template=override.chat_template or card.backend.chat_template,
     )
     return card.model_copy(update={"backend": backend})
 

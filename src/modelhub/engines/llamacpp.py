@@ -100,6 +100,7 @@ class LlamaCppEngine:
         self._thread: threading.Thread | None = None
         self._ready = False
         self.tokenizer: LlamaTokenizer | None = None
+        self.chat_template: str | None = None
 
     # Lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -130,6 +131,8 @@ class LlamaCppEngine:
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._batch = llama_cpp.llama_batch_init(self.batch_size, 0, 1)
         self.tokenizer = LlamaTokenizer(self._vocab)
+        template = llama_cpp.llama_model_chat_template(self._model, None)
+        self.chat_template = template.decode() if template else None
 
     async def close(self) -> None:
         self._ready = False

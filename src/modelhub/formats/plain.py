@@ -24,12 +24,12 @@ from modelhub.schemas.chat import ChatCompletionRequest, TextPart
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["PlainFormat", "PlainOutputParser"]
+__all__ = ["PlainFormat", "PlainOutputParser", "message_text"]
 
 _TURN_STOP = "\nQuestion:"
 
 
-def _text(content: str | list | None) -> str:
+def message_text(content: str | list | None) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
@@ -64,7 +64,7 @@ class PlainFormat:
     def render(self, request: ChatCompletionRequest) -> str:
         lines: list[str] = []
         for message in request.messages:
-            text = _text(message.content).strip()
+            text = message_text(message.content).strip()
             if message.role in ("system", "developer"):
                 lines.append(text + "\n")
             elif message.role == "user":

@@ -14,6 +14,7 @@ from modelhub.engines.upstream import UpstreamEngine
 from modelhub.errors import ModelUnavailableError
 from modelhub.formats.base import ChatFormat
 from modelhub.formats.plain import PlainFormat
+from modelhub.formats.template import TemplateFormat
 from modelhub.metrics import Metrics
 from modelhub.settings import Settings
 
@@ -126,10 +127,18 @@ class Deployment:
             from modelhub.formats.mistral import MistralFormat
 
             return MistralFormat(card.backend.tokenizer, self._settings.cache_dir)
-        if card.format == "plain" and engine is not None:
-            assert engine.tokenizer is not None
+        if engine is None:
+            return None
+        assert engine.tokenizer is not None
+        if card.format == "plain":
             return PlainFormat(engine.tokenizer)
-        return None
+        template = card.backend.chat_template or engine.chat_template
+        if template is None:
+            raise ValueError(
+                f"{card.id}: the GGUF {engine.model_path} carries no chat template; name a "
+                "llama.cpp built-in one with the backend's chat_template"
+            )
+        return TemplateFormat(template, engine.tokenizer)
 
     def get(self, model_id: str) -> ServedModel:
         self.catalog.get(model_id)  # 404 naming the available models

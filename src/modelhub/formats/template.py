@@ -1,0 +1,69 @@
+"""The chat template a GGUF carries, applied by llama.cpp itself (``llama_chat_apply_template``).
+
+For instruction-tuned models served from a GGUF with no format of their own in modelhub
+(e.g. Llama 3.3). llama.cpp recognises the common templates by their text; tool calling
+is not offered through this path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import llama_cpp
+
+from modelhub.formats.base import ContentDelta, EncodedPrompt, OutputDelta, ParsedOutput, Tokenizer
+from modelhub.formats.grammar import response_format_grammar
+from modelhub.formats.plain import message_text
+from modelhub.schemas.chat import ChatCompletionRequest
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+__all__ = ["TemplateFormat", "TextOutputParser"]
+
+
+class TextOutputParser:
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+
+    def feed(self, text: str) -> list[OutputDelta]:
+        self._parts.append(text)
+        return [ContentDelta(text)]
+
+    def finish(self) -> ParsedOutput:
+        return ParsedOutput(content="".join(self._parts))
+
+
+class TemplateFormat:
+    def __init__(self, template: str, tokenizer: Tokenizer):
+        self._template = template.encode()
+        self._tokenizer = tokenizer
+
+    def render(self, request: ChatCompletionRequest) -> str:
+        roles = {"developer": "system"}
+        encoded = [
+            (roles.get(m.role, m.role).encode(), message_text(m.content).encode())
+            for m in request.messages
+        ]
+        chat = (llama_cpp.llama_chat_message * len(encoded))(*encoded)
+        size = 1024 + 2 * sum(len(c) for _, c in encoded)
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_chat_apply_template(self._template, chat, len(encoded), True, buf, size)
+            if n < 0:
+                raise ValueError("llama.cpp does not recognise this model's chat template")
+            if n <= size:
+                return buf.raw[:n].decode()
+            size = n
+
+    def encode(self, request: ChatCompletionRequest, images: Mapping[str, Image]) -> EncodedPrompt:
+        ids = self._tokenizer.encode(self.render(request), add_bos=True)
+        # Some templates write the BOS token as text too; the model wants it once.
+        if len(ids) > 1 and ids[0] == ids[1]:
+            ids = ids[1:]
+        return EncodedPrompt(token_ids=ids, grammar=response_format_grammar(request.response_format))
+
+    def output_parser(self, request: ChatCompletionRequest) -> TextOutputParser:
+        return TextOutputParser()
