@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     engine_queue: int = Field(default=64, ge=0, description="waiting requests before 503")
     engine_threads: int | None = None
     engine_batch: int = Field(default=512, ge=32, description="max tokens per decode call")
+    engine_top_k: int = Field(
+        default=1000,
+        ge=0,
+        description="sample among the k most likely tokens (0: all); measured 135 -> 179 tok/s "
+        "at 16 sequences on the demo model's 262k vocabulary",
+    )
 
     # Upstream OpenAI-compatible engines (vLLM, llama-server, another modelhub)
     upstream_connect_timeout_s: float = 3.0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -78,6 +79,7 @@ class LlamaCppEngine:
         batch: int,
         queue_limit: int,
         threads: int | None = None,
+        top_k: int = 0,
         observer: StepObserver | None = None,
     ) -> None:
         self.model_path = model_path
@@ -86,6 +88,7 @@ class LlamaCppEngine:
         self.batch_size = batch
         self.queue_limit = queue_limit
         self.threads = threads
+        self.top_k = top_k
         self._observer = observer
         self._model = None
         self._ctx = None
@@ -122,8 +125,8 @@ class LlamaCppEngine:
         cparams.n_seq_max = self.slots
         cparams.kv_unified = True  # every slot may use the whole window
         cparams.no_perf = True
-        if self.threads:
-            cparams.n_threads = cparams.n_threads_batch = self.threads
+        # llama.cpp defaults to 4 threads; more threads than cores halves single-stream speed.
+        cparams.n_threads = cparams.n_threads_batch = self.threads or os.cpu_count() or 1
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             raise RuntimeError(f"llama.cpp could not create a context for {self.model_path}")
@@ -236,7 +239,7 @@ class LlamaCppEngine:
             seq.seq_id = self._free_ids.pop()
             if seq.sampler is None:
                 try:
-                    seq.sampler = SamplerChain(self._vocab, self._n_vocab, seq.job.params)
+                    seq.sampler = SamplerChain(self._vocab, self._n_vocab, seq.job.params, self.top_k)
                 except ValueError as exc:
                     seq.fail(InvalidRequestError(str(exc), param="response_format"))
                     self._free_ids.append(seq.seq_id)

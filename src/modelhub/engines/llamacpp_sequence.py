@@ -27,7 +27,9 @@ _PENALTY_WINDOW = 64
 class SamplerChain:
     """A llama.cpp sampler chain for one request (temperature, top_p, seed, penalties, grammar)."""
 
-    def __init__(self, vocab: llama_cpp.llama_vocab_p, n_vocab: int, params: SamplingParams):
+    def __init__(
+        self, vocab: llama_cpp.llama_vocab_p, n_vocab: int, params: SamplingParams, top_k: int
+    ):
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self.ptr = llama_cpp.llama_sampler_chain_init(chain_params)
@@ -40,6 +42,11 @@ class SamplerChain:
                 llama_cpp.llama_sampler_free(self.ptr)
                 raise ValueError("the output grammar does not compile")
             add(grammar)
+        if top_k and params.temperature > 0.0:
+            # Sorting a 262k-token softmax per sampled token costs a quarter of the engine's
+            # throughput at 16 sequences; the tokens past the top_k most likely carry a
+            # negligible share of the probability.
+            add(llama_cpp.llama_sampler_init_top_k(top_k))
         if params.presence_penalty or params.frequency_penalty:
             add(
                 llama_cpp.llama_sampler_init_penalties(

@@ -104,6 +104,7 @@ class Deployment:
                 batch=self._settings.engine_batch,
                 queue_limit=self._settings.engine_queue,
                 threads=self._settings.engine_threads,
+                top_k=self._settings.engine_top_k,
                 observer=self._metrics.step_observer(card.id),
             )
             await engine.start()
