@@ -8,6 +8,7 @@ A request goes through explicit stages: resolve (catalog, lifecycle, backend) ->
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 __all__ = ["PreparedChat", "ChatService"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -167,6 +170,8 @@ class ChatService:
     # Stages up to inference ---------------------------------------------------------
     async def prepare(self, request: ChatCompletionRequest, principal: Principal) -> PreparedChat:
         received_at = datetime.now(UTC)
+        if request.ignored_fields:
+            log.debug("ignoring unknown request fields: %s", ", ".join(request.ignored_fields))
         served = self._deployment.get(request.model)
         lifecycle = self._deployment.catalog.check_lifecycle(served.card)
         validate_for_model(request, served.card)
