@@ -1,0 +1,92 @@
+"""Who is calling: ``Authorization: Bearer <key>`` -> a ``Principal`` (or 401 / 403)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from modelhub.errors import AuthenticationError, PermissionDeniedError
+from modelhub.platform.contracts import Contract, ContractStore, Limits, Price
+
+__all__ = ["ANONYMOUS", "Authenticator", "Principal"]
+
+# last_used_at is for people reading key lists: a write per request is not worth it.
+_TOUCH_EVERY = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: a contract and one of its keys, with what the contract allows."""
+
+    contract_id: int | None  # None when auth is off
+    contract_name: str
+    key_id: int | None
+    limits: Limits = field(default_factory=Limits)
+    model_limits: Mapping[str, Limits] = field(default_factory=dict)
+    models: tuple[str, ...] | None = None
+    prices: Mapping[str, Price] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, contract: Contract, key_id: int | None) -> Principal:
+        return cls(
+            contract_id=contract.id,
+            contract_name=contract.name,
+            key_id=key_id,
+            limits=contract.limits,
+            model_limits=contract.model_limits,
+            models=contract.models,
+            prices=contract.prices,
+        )
+
+    def cost_nanos(self, model: str, prompt_tokens: int, completion_tokens: int) -> int:
+        price = self.prices.get(model)
+        return price.cost_nanos(prompt_tokens, completion_tokens) if price else 0
+
+
+ANONYMOUS = Principal(contract_id=None, contract_name="anonymous", key_id=None)
+
+
+class Authenticator:
+    def __init__(self, store: ContractStore, *, enabled: bool, clock: Callable[[], float]):
+        self._store = store
+        self._enabled = enabled
+        self._clock = clock
+
+    async def authenticate(self, authorization: str | None, model: str | None) -> Principal:
+        """``model`` (None: no model involved) is checked against the allow-list."""
+        if not self._enabled:
+            return ANONYMOUS
+        found = await self._store.find_key(_bearer(authorization))
+        if found is None:
+            # The key itself stays out of the message: it may be a real key mistyped.
+            raise AuthenticationError("Incorrect API key provided.")
+        key, contract = found
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        if key.revoked_at is not None:
+            raise AuthenticationError("This API key has been revoked.")
+        if key.expires_at is not None and key.expires_at <= now:
+            raise AuthenticationError("This API key has expired.")
+        if contract.status != "active":
+            raise PermissionDeniedError(
+                f"The contract {contract.name!r} is {contract.status}.", code="contract_suspended"
+            )
+        if model is not None and contract.models is not None and model not in contract.models:
+            raise PermissionDeniedError(
+                f"The contract {contract.name!r} does not include the model {model!r}.",
+                param="model",
+                code="model_not_allowed",
+            )
+        if key.last_used_at is None or now - key.last_used_at >= _TOUCH_EVERY:
+            await self._store.touch_key(key.id, now)
+        return Principal.of(contract, key.id)
+
+
+def _bearer(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError(
+            "You didn't provide an API key. Provide it in the Authorization header "
+            "(Authorization: Bearer YOUR_KEY)."
+        )
+    return token.strip()

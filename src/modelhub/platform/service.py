@@ -1,0 +1,130 @@
+"""``Platform``: what the API layer calls for auth, rate limits and the usage ledger."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from modelhub.errors import InvalidRequestError
+from modelhub.platform.auth import Authenticator, Principal
+from modelhub.platform.contracts import ContractStore
+from modelhub.platform.db import migrate, open_engine
+from modelhub.platform.ledger import Ledger, UsageRecord
+from modelhub.platform.limiter import RateLimiter, Reservation
+from modelhub.platform.ratelimit import LimiterBackend
+from modelhub.platform.ratelimit_memory import MemoryLimiter
+from modelhub.platform.ratelimit_redis import RedisLimiter
+from modelhub.platform.spool import Spool
+from modelhub.platform.usage import GroupBy, usage_report
+from modelhub.settings import Settings
+
+__all__ = ["Platform", "open_store"]
+
+log = logging.getLogger(__name__)
+
+
+async def open_store(settings: Settings) -> tuple[AsyncEngine, ContractStore]:
+    """The migrated database and its contract store (what the admin CLI needs)."""
+    engine = open_engine(settings.resolved_database_url)
+    try:
+        await migrate(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine, ContractStore(engine)
+
+
+class Platform:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        store: ContractStore,
+        limiter: LimiterBackend,
+        clock: Callable[[], float],
+    ):
+        self.settings = settings
+        self.store = store
+        self._engine = engine
+        self._auth = Authenticator(store, enabled=settings.auth, clock=clock)
+        self._limiter = RateLimiter(limiter, clock)
+        self._ledger = Ledger(
+            engine,
+            Spool(settings.data_dir / "ledger-spool"),
+            batch_size=settings.ledger_batch_size,
+            interval=settings.ledger_flush_interval_s,
+        )
+
+    @classmethod
+    async def open(cls, settings: Settings, *, clock: Callable[[], float] = time.time) -> Platform:
+        """Migrate the database, connect the limiter's store and start the ledger."""
+        engine, store = await open_store(settings)
+        try:
+            limiter = (
+                await RedisLimiter.connect(settings.redis_url)
+                if settings.redis_url
+                else MemoryLimiter()
+            )
+        except BaseException:
+            await engine.dispose()
+            raise
+        platform = cls(settings, engine, store, limiter, clock)
+        platform._ledger.start()
+        return platform
+
+    async def close(self) -> None:
+        """Flush the ledger (to the spool if the database is down), then let go of everything."""
+        try:
+            await self._ledger.close()
+        finally:
+            await self._limiter.backend.close()
+            await self._engine.dispose()
+
+    async def authenticate(self, authorization: str | None, model: str | None) -> Principal:
+        return await self._auth.authenticate(authorization, model)
+
+    async def reserve(self, principal: Principal, model: str, tokens: int) -> Reservation:
+        return await self._limiter.reserve(principal, model, tokens)
+
+    def record(self, row: UsageRecord) -> None:
+        """Queue the request's ledger row; it is written off the request path."""
+        self._ledger.add(row.to_row())
+
+    async def flush(self) -> None:
+        """Write queued ledger rows now."""
+        await self._ledger.flush()
+
+    async def usage(
+        self,
+        contract: str | Principal,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        by: GroupBy | None = None,
+    ) -> list[dict]:
+        """A contract's usage (by name, or the caller's own: with auth off, the anonymous
+        requests), including requests that ended a moment ago."""
+        if isinstance(contract, str):
+            contract_id = (await self.store.get_contract(contract)).id
+        else:
+            contract_id = contract.contract_id
+        await self._ledger.flush()
+        return await usage_report(self._engine, contract_id, since, until, by)
+
+    async def bootstrap(self) -> str | None:
+        """On an empty database (and with auth on), create contract ``default`` and a key;
+        return that key, to be shown once. Otherwise None."""
+        if not self.settings.auth or await self.store.count_contracts():
+            return None
+        try:
+            await self.store.create_contract("default")
+        except InvalidRequestError:
+            # Another gateway sharing the database bootstrapped first.
+            if await self.store.count_contracts():
+                return None
+            raise
+        key, _ = await self.store.create_key("default", name="bootstrap")
+        return key

@@ -1,0 +1,115 @@
+"""Usage reports from the ledger: totals for a contract, optionally by model, key or day."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from modelhub.platform.db import to_db
+from modelhub.platform.tables import api_keys, usage
+
+__all__ = ["COLUMNS", "GroupBy", "UsageFormat", "UsageQuery", "render_usage", "usage_report"]
+
+GroupBy = Literal["model", "key", "day"]
+UsageFormat = Literal["table", "csv", "json"]
+
+# The numbers of every report row, after its group column (if any).
+COLUMNS = (
+    "requests",
+    "prompt_tokens",
+    "image_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+)
+
+
+class UsageQuery(BaseModel):
+    """The filters of ``GET /v1/usage`` and ``modelhub usage``: times are ISO 8601, on
+    ``received_at``, ``since`` inclusive and ``until`` exclusive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: datetime | None = None
+    until: datetime | None = None
+    by: GroupBy | None = None
+    format: UsageFormat = "json"
+
+
+async def usage_report(
+    engine: AsyncEngine,
+    contract_id: int | None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    by: GroupBy | None = None,
+) -> list[dict]:
+    """One dict per group (a single total without ``by``), ordered by group.
+    ``contract_id`` None reports the requests made with auth off."""
+    group = {
+        None: None,
+        "model": usage.c.model,
+        # Keys show their display prefix, never anything more.
+        "key": func.coalesce(api_keys.c.prefix, "-"),
+        "day": func.date(usage.c.received_at),  # UTC days; date() is in both SQLite and PostgreSQL
+    }[by]
+    query = select(
+        func.count().label("requests"),
+        func.coalesce(func.sum(usage.c.prompt_tokens), 0).label("prompt_tokens"),
+        func.coalesce(func.sum(usage.c.image_tokens), 0).label("image_tokens"),
+        func.coalesce(func.sum(usage.c.completion_tokens), 0).label("completion_tokens"),
+        func.coalesce(func.sum(usage.c.cost_nanos), 0).label("cost_nanos"),
+    ).where(
+        usage.c.contract_id.is_(None) if contract_id is None else usage.c.contract_id == contract_id
+    )
+    if by == "key":
+        query = query.outerjoin(api_keys, api_keys.c.id == usage.c.key_id)
+    if since is not None:
+        query = query.where(usage.c.received_at >= to_db(since))
+    if until is not None:
+        query = query.where(usage.c.received_at < to_db(until))
+    if group is not None:
+        query = query.add_columns(group.label("group")).group_by(group).order_by(group)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    report = []
+    for row in rows:
+        entry = {by: str(row["group"])} if by is not None else {}
+        entry.update(
+            requests=row["requests"],
+            prompt_tokens=int(row["prompt_tokens"]),
+            image_tokens=int(row["image_tokens"]),
+            completion_tokens=int(row["completion_tokens"]),
+            total_tokens=int(row["prompt_tokens"]) + int(row["completion_tokens"]),
+            cost=int(row["cost_nanos"]) / 1e9,
+        )
+        report.append(entry)
+    return report
+
+
+def render_usage(report: list[dict], fmt: UsageFormat, by: GroupBy | None = None) -> str:
+    if fmt == "json":
+        return json.dumps(report, indent=2)
+    header = ([by] if by else []) + list(COLUMNS)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(report)
+        return out.getvalue()
+    cells = [header] + [[_cell(row.get(c)) for c in header] for row in report]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return (
+        "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells)
+        + "\n"
+    )
+
+
+def _cell(value) -> str:
+    return f"{value:.6f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from modelhub.platform import Platform
+from modelhub.settings import Settings
+from tests.platform.servers import PostgresCluster, RedisServer
+
+_databases = itertools.count()
+
+
+class FakeClock:
+    """Time that moves only when a test says so."""
+
+    def __init__(self, now: float = 1_800_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    cluster = PostgresCluster()
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path: Path) -> str:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'modelhub.db'}"
+    return request.getfixturevalue("postgres").create_database(f"test_{next(_databases)}")
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    with Redis.from_url(redis_server.url) as client:
+        client.flushdb()
+    return redis_server.url
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def make_settings(tmp_path: Path, **overrides) -> Settings:
+    base = {"data_dir": tmp_path / "data", "auth": True, "ledger_flush_interval_s": 0.05}
+    return Settings(**{**base, **overrides})
+
+
+@pytest.fixture
+async def platform(tmp_path, database_url):
+    """A Platform on each database, memory limiter, real clock."""
+    opened = await Platform.open(make_settings(tmp_path, database_url=database_url))
+    yield opened
+    await opened.close()

@@ -1,0 +1,155 @@
+"""Contracts, keys and authentication on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, text
+
+from modelhub.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from modelhub.platform import ANONYMOUS, Limits, Platform, Price
+from modelhub.platform import keys as key_material
+from modelhub.platform.tables import api_keys
+from tests.platform.conftest import make_settings
+
+
+async def test_contract_crud(platform: Platform):
+    store = platform.store
+    created = await store.create_contract(
+        "acme",
+        limits=Limits(rps=5, burst=10, rpm=100, tpm=50_000),
+        model_limits={"big": Limits(rpm=5)},
+        models=["small", "big"],
+        prices={"big": Price(input=0.1, output=0.3)},
+    )
+    assert (created.status, created.limits.rpm, created.models) == ("active", 100, ("small", "big"))
+    assert created.model_limits["big"] == Limits(rpm=5)
+    assert created.prices["big"] == Price(0.1, 0.3)
+    with pytest.raises(InvalidRequestError):
+        await store.create_contract("acme")
+
+    await store.create_contract("beta")
+    assert [c.name for c in await store.list_contracts()] == ["acme", "beta"]
+
+    updated = await store.update_contract(
+        "acme", limits=Limits(rpm=10), models=None, status="suspended"
+    )
+    assert (updated.limits, updated.models, updated.status) == (Limits(rpm=10), None, "suspended")
+    assert updated.prices == created.prices  # what was not given stays
+    with pytest.raises(NotFoundError):
+        await store.update_contract("nobody", status="active")
+    with pytest.raises(InvalidRequestError):
+        await store.update_contract("acme", status="deleted")
+
+
+async def test_keys_are_stored_only_as_hashes(platform: Platform):
+    store = platform.store
+    await store.create_contract("acme")
+    secret, key = await store.create_key("acme", name="ci")
+    assert secret.startswith("mh-") and len(secret) == 3 + 43
+    assert key.prefix == secret[:12] and key.name == "ci" and key.contract_name == "acme"
+
+    async with store.engine.connect() as conn:
+        row = (await conn.execute(select(api_keys))).mappings().one()
+        dump = " ".join(str(v) for v in row.values())
+        everything = str((await conn.execute(text("SELECT * FROM api_keys"))).all())
+    assert secret not in dump and secret not in everything
+    assert secret[12:] not in everything
+    assert row["key_hash"] == key_material.hash_key(secret)
+
+    second, _ = await store.create_key("acme")
+    assert second != secret
+    assert [k.prefix for k in await store.list_keys("acme")] == [secret[:12], second[:12]]
+    with pytest.raises(NotFoundError):
+        await store.list_keys("nobody")
+
+
+async def test_authentication(platform: Platform):
+    store = platform.store
+    await store.create_contract("acme", models=["small"], limits=Limits(rpm=7))
+    secret, key = await store.create_key("acme")
+    expired, _ = await store.create_key("acme", expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    later, _ = await store.create_key("acme", expires_at=datetime.now(UTC) + timedelta(days=1))
+
+    who = await platform.authenticate(f"Bearer {secret}", "small")
+    assert (who.contract_name, who.key_id, who.limits.rpm) == ("acme", key.id, 7)
+    assert (await platform.authenticate(f"bearer  {later}", None)).contract_name == "acme"
+    assert (await store.list_keys("acme"))[0].last_used_at is not None
+
+    for header in (None, "", "Bearer", "Basic abc", f"Token {secret}"):
+        with pytest.raises(AuthenticationError, match="didn't provide"):
+            await platform.authenticate(header, "small")
+    for wrong in ("mh-unknown", secret[:-1] + ("A" if secret[-1] != "A" else "B"), secret[:12]):
+        with pytest.raises(AuthenticationError, match="Incorrect") as caught:
+            await platform.authenticate(f"Bearer {wrong}", "small")
+        assert wrong not in caught.value.message and caught.value.status_code == 401
+    with pytest.raises(AuthenticationError, match="expired"):
+        await platform.authenticate(f"Bearer {expired}", "small")
+
+    with pytest.raises(PermissionDeniedError, match="does not include") as caught:
+        await platform.authenticate(f"Bearer {secret}", "big")
+    assert caught.value.status_code == 403
+
+    await store.revoke_key(key.prefix)
+    with pytest.raises(AuthenticationError, match="revoked"):
+        await platform.authenticate(f"Bearer {secret}", "small")
+
+    await store.update_contract("acme", status="suspended")
+    with pytest.raises(PermissionDeniedError, match="suspended"):
+        await platform.authenticate(f"Bearer {later}", "small")
+    await store.update_contract("acme", status="active")
+    assert (await platform.authenticate(f"Bearer {later}", "small")).key_id is not None
+
+
+async def test_key_hashes_compared_in_constant_time(platform: Platform, monkeypatch):
+    await platform.store.create_contract("acme")
+    secret, _ = await platform.store.create_key("acme")
+    compared = []
+    real = key_material.hmac.compare_digest
+
+    def spy(a, b):
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(key_material.hmac, "compare_digest", spy)
+    await platform.authenticate(f"Bearer {secret}", None)
+    assert compared == [(key_material.hash_key(secret).encode(),) * 2]
+
+
+async def test_revoke_by_id_and_ambiguity(platform: Platform):
+    await platform.store.create_contract("acme")
+    _, key = await platform.store.create_key("acme")
+    revoked = await platform.store.revoke_key(key.id)
+    assert revoked.revoked_at is not None
+    assert (await platform.store.revoke_key(key.id)).revoked_at == revoked.revoked_at
+    with pytest.raises(NotFoundError):
+        await platform.store.revoke_key(10_000)
+
+
+async def test_bootstrap_once(platform: Platform):
+    key = await platform.bootstrap()
+    assert key is not None and key.startswith("mh-")
+    assert (await platform.authenticate(f"Bearer {key}", "any")).contract_name == "default"
+    assert await platform.bootstrap() is None
+
+
+async def test_auth_off(tmp_path, database_url):
+    platform = await Platform.open(make_settings(tmp_path, database_url=database_url, auth=False))
+    try:
+        assert await platform.authenticate(None, "any") is ANONYMOUS
+        assert await platform.bootstrap() is None
+        assert await platform.store.count_contracts() == 0
+    finally:
+        await platform.close()
+
+
+async def test_migrations_are_idempotent(tmp_path, database_url):
+    for _ in range(2):
+        platform = await Platform.open(make_settings(tmp_path, database_url=database_url))
+        await platform.close()
