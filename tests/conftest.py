@@ -7,6 +7,7 @@ import openai
 import pytest
 
 from modelhub.settings import Settings, default_catalog_dir
+from tests.platform.servers import PostgresCluster, RedisServer
 from tests.servers import RunningServer, start_server
 
 DATA = Path(__file__).parent / "data"
@@ -58,3 +59,20 @@ def client(demo_server) -> openai.OpenAI:
 def http(demo_server) -> httpx.Client:
     with httpx.Client(base_url=demo_server.base_url, timeout=120) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster (Debian's binaries, own port, temp dir)."""
+    cluster = PostgresCluster()
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """Debian's redis-server on its own port."""
+    server = RedisServer()
+    yield server
+    server.destroy()

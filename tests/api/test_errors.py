@@ -131,7 +131,8 @@ def test_full_engine_answers_503_with_retry_after(tight_server):
     started = threading.Event()
     with httpx.Client(base_url=tight_server.base_url, timeout=60) as http:
         with http.stream("POST", "/v1/chat/completions", json=body) as r:
-            for line in r.iter_lines():
+            lines = r.iter_lines()  # kept: dropping it would close the connection
+            for line in lines:
                 if line.startswith("data: "):
                     started.set()
                     break

@@ -8,7 +8,6 @@ from redis import Redis
 
 from modelhub.platform import Platform
 from modelhub.settings import Settings
-from tests.platform.servers import PostgresCluster, RedisServer
 
 _databases = itertools.count()
 
@@ -24,21 +23,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@pytest.fixture(scope="session")
-def postgres():
-    cluster = PostgresCluster()
-    cluster.start()
-    yield cluster
-    cluster.destroy()
-
-
-@pytest.fixture(scope="session")
-def redis_server():
-    server = RedisServer()
-    yield server
-    server.destroy()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
