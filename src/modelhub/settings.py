@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "BackendConfig", "default_catalog_dir"]
+__all__ = ["Settings", "BackendConfig", "ContractLimits", "default_catalog_dir"]
 
 
 def default_catalog_dir() -> Path:
@@ -30,6 +30,13 @@ class BackendConfig(BaseModel):
     upstreams: list[str] = Field(default_factory=list)
     served_model_name: str | None = None
     chat_template: str | None = None
+
+
+class ContractLimits(BaseModel):
+    rps: float | None = None
+    burst: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
 
 
 class Settings(BaseSettings):
@@ -74,6 +81,11 @@ class Settings(BaseSettings):
     database_url: str | None = None
     redis_url: str | None = None
     auth: bool = True
+    # Limits of the ``default`` contract created on first start (one hosted hub's defaults:
+    # 5 requests/s with bursts of 10); keys: rps, burst, rpm, tpm.
+    default_contract_limits: ContractLimits = Field(
+        default_factory=lambda: ContractLimits(rps=5, burst=10, rpm=300, tpm=1_000_000)
+    )
     ledger_flush_interval_s: float = 0.5
     ledger_batch_size: int = 256
 

@@ -60,7 +60,11 @@ def _post(server, key: str | None, **body) -> httpx.Response:
 def test_first_start_creates_a_default_key_that_works(hub):
     server, _, first_keys = hub
     assert len(first_keys) == 1 and first_keys[0].startswith("mh-")
-    assert _post(server, first_keys[0]).status_code == 200
+    r = _post(server, first_keys[0])
+    assert r.status_code == 200
+    # The default contract has limits, so its responses carry all six headers.
+    assert all(h in r.headers for h in RATE_HEADERS), dict(r.headers)
+    assert r.headers["x-ratelimit-limit-requests"] == "10"
 
 
 def test_authentication_errors(hub):

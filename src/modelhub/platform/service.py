@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelhub.errors import InvalidRequestError
 from modelhub.platform.auth import Authenticator, Principal
-from modelhub.platform.contracts import ContractStore
+from modelhub.platform.contracts import ContractStore, Limits
 from modelhub.platform.db import migrate, open_engine
 from modelhub.platform.ledger import Ledger, UsageRecord
 from modelhub.platform.limiter import RateLimiter, Reservation
@@ -120,7 +120,9 @@ class Platform:
         if not self.settings.auth or await self.store.count_contracts():
             return None
         try:
-            await self.store.create_contract("default")
+            await self.store.create_contract(
+                "default", limits=Limits(**self.settings.default_contract_limits.model_dump())
+            )
         except InvalidRequestError:
             # Another gateway sharing the database bootstrapped first.
             if await self.store.count_contracts():
