@@ -36,7 +36,9 @@ class ServerProcess:
 
     def start(self, *, wait: bool = True) -> ServerProcess:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         if wait:
             self.wait_ready()
         return self
@@ -45,7 +47,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"server on port {self.port} exited: {self.log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"server on port {self.port} exited: {self.log.read_text()[-3000:]}"
+                )
             try:
                 if httpx.get(f"{self.base_url}/ready", timeout=1).status_code == 200:
                     return
@@ -68,7 +72,13 @@ class ServerProcess:
                 self.kill()
 
 
-def spawn_modelhub(tmp: Path, *, extra_args: list[str] = (), env: dict[str, str] | None = None, port: int | None = None) -> ServerProcess:
+def spawn_modelhub(
+    tmp: Path,
+    *,
+    extra_args: list[str] = (),
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+) -> ServerProcess:
     port = port or free_port()
     environment = {
         **os.environ,

@@ -13,7 +13,7 @@ import uvicorn
 from modelhub.api.app import create_app
 from modelhub.settings import Settings
 
-__all__ = ["RunningServer", "start_server", "MovableClock"]
+__all__ = ["MovableClock", "RunningServer", "start_server"]
 
 
 class MovableClock:
@@ -42,7 +42,9 @@ class RunningServer:
         self.thread.join(timeout=60)
 
 
-def start_server(settings: Settings, *, clock: MovableClock | None = None, **app_kwargs) -> RunningServer:
+def start_server(
+    settings: Settings, *, clock: MovableClock | None = None, **app_kwargs
+) -> RunningServer:
     app = create_app(settings, clock=clock, **app_kwargs)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -41,7 +41,9 @@ def _serve(args: argparse.Namespace) -> int:
     from modelhub.api.app import create_app
 
     settings = _settings(args)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     app = create_app(settings, on_first_key=_print_first_key)
     uvicorn.run(
         app,
@@ -62,8 +64,14 @@ async def _tokenize(settings: Settings, model: str, body: dict) -> dict:
     from modelhub.serving.deployment import Deployment
     from modelhub.serving.tokenize import count_prompt
 
-    cards = [c for c in load_cards(settings.catalog_dir) if c.id == model] or load_cards(settings.catalog_dir)
-    deployment = Deployment(Catalog(cards, backends={k: v for k, v in settings.backends.items() if k == model}), settings, Metrics())
+    cards = [c for c in load_cards(settings.catalog_dir) if c.id == model] or load_cards(
+        settings.catalog_dir
+    )
+    deployment = Deployment(
+        Catalog(cards, backends={k: v for k, v in settings.backends.items() if k == model}),
+        settings,
+        Metrics(),
+    )
     await deployment.start()
     try:
         request = ChatCompletionRequest.model_validate({**body, "model": model})
@@ -95,11 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the OpenAI-compatible API")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--catalog", dest="catalog_dir", type=Path, help="directory of model TOML files")
+    serve.add_argument(
+        "--catalog", dest="catalog_dir", type=Path, help="directory of model TOML files"
+    )
     serve.add_argument("--no-auth", action="store_true", help="accept requests without an API key")
     serve.set_defaults(func=_serve)
 
-    tokenize = sub.add_parser("tokenize", help="count a chat request's prompt tokens (JSON on stdin)")
+    tokenize = sub.add_parser(
+        "tokenize", help="count a chat request's prompt tokens (JSON on stdin)"
+    )
     tokenize.add_argument("--model", required=True)
     tokenize.add_argument("--catalog", dest="catalog_dir", type=Path)
     tokenize.set_defaults(func=_tokenize_command)

@@ -34,7 +34,10 @@ class _EngineCollector(Collector):
             running.add_metric([model], stats.running)
             for name, value in stats.extra.items():
                 family = extra.setdefault(
-                    name, GaugeMetricFamily(f"modelhub_engine_{name}", f"Engine: {name}", labels=["model"])
+                    name,
+                    GaugeMetricFamily(
+                        f"modelhub_engine_{name}", f"Engine: {name}", labels=["model"]
+                    ),
                 )
                 family.add_metric([model], value)
         yield queued

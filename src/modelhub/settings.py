@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "BackendConfig", "ContractLimits", "default_catalog_dir"]
+__all__ = ["BackendConfig", "ContractLimits", "Settings", "default_catalog_dir"]
 
 
 def default_catalog_dir() -> Path:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from modelhub.settings import default_catalog_dir
 from tests.conftest import DEMO_MODEL, MISTRAL, make_settings
 from tests.servers import MovableClock, start_server
+
+from modelhub.settings import default_catalog_dir
 
 QUESTION = [{"role": "user", "content": "Hi?"}]
 
@@ -36,9 +36,15 @@ def test_models_list_has_openai_shape_and_catalog_metadata(client, http):
     assert mistral["lifecycle"]["end_of_life"] is None
     assert mistral["lifecycle"]["alternative"] == "meta-llama/Llama-3.3-70B-Instruct"
     assert mistral["lifecycle"]["status"] == "active"
-    assert mistral["origin"]["provider"] == "Mistral AI" and mistral["origin"]["country"] == "France"
+    assert (
+        mistral["origin"]["provider"] == "Mistral AI" and mistral["origin"]["country"] == "France"
+    )
     assert mistral["origin"]["release"] == "2025-06-25"
-    assert mistral["ratings"] == {"intelligence": "moderate", "speed": "high", "sovereignty": "moderate"}
+    assert mistral["ratings"] == {
+        "intelligence": "moderate",
+        "speed": "high",
+        "sovereignty": "moderate",
+    }
     assert mistral["availability"] == {"available": False, "engine": None}
     demo = http.get(f"/v1/models/{DEMO_MODEL}").json()
     assert demo["demo"] is True and demo["availability"]["available"] is True
@@ -58,7 +64,10 @@ def lifecycle(tmp_path_factory):
     assert card != demo
     Path(catalog / "ageing.toml").write_text(card)
     clock = MovableClock()
-    server = start_server(make_settings(tmp_path_factory.mktemp("life"), catalog_dir=catalog, engine_slots=2), clock=clock)
+    server = start_server(
+        make_settings(tmp_path_factory.mktemp("life"), catalog_dir=catalog, engine_slots=2),
+        clock=clock,
+    )
     yield server, clock
     server.stop()
 

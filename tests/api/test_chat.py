@@ -8,7 +8,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-
 from tests.conftest import DATA, DEMO_MODEL
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -24,7 +23,9 @@ def _types(value):
 
 def test_response_has_every_key_of_the_seed_example(http):
     seed = json.loads((DATA / "seed_response.json").read_text())
-    r = http.post("/v1/chat/completions", json={"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 8})
+    r = http.post(
+        "/v1/chat/completions", json={"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 8}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert list(body) == list(seed)
@@ -34,9 +35,18 @@ def test_response_has_every_key_of_the_seed_example(http):
     # Same types where the seed has a value (its tool_calls list is empty in both).
     for key in ("id", "object", "created", "model"):
         assert type(body[key]) is type(seed[key])
-    assert re.fullmatch(r"chatcmpl-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", body["id"])
+    assert re.fullmatch(
+        r"chatcmpl-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", body["id"]
+    )
     assert body["choices"][0]["message"]["tool_calls"] == []
-    for null_key in ("refusal", "annotations", "audio", "function_call", "reasoning", "reasoning_content"):
+    for null_key in (
+        "refusal",
+        "annotations",
+        "audio",
+        "function_call",
+        "reasoning",
+        "reasoning_content",
+    ):
         assert body["choices"][0]["message"][null_key] is None
     usage = body["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
@@ -44,7 +54,9 @@ def test_response_has_every_key_of_the_seed_example(http):
 
 
 def test_sdk_answers_a_question(client):
-    completion = client.chat.completions.create(model=DEMO_MODEL, messages=QUESTION, max_tokens=16, temperature=0)
+    completion = client.chat.completions.create(
+        model=DEMO_MODEL, messages=QUESTION, max_tokens=16, temperature=0
+    )
     choice = completion.choices[0]
     assert "Paris" in choice.message.content
     assert choice.finish_reason in ("stop", "length")
@@ -78,7 +90,10 @@ def test_stream_with_usage_follows_openai_chunk_order(http):
     assert content_chunks and all(c["choices"][0]["finish_reason"] is None for c in content_chunks)
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in content_chunks)
     assert usage_chunk["usage"]["completion_tokens"] >= 1
-    assert usage_chunk["usage"]["total_tokens"] == usage_chunk["usage"]["prompt_tokens"] + usage_chunk["usage"]["completion_tokens"]
+    assert (
+        usage_chunk["usage"]["total_tokens"]
+        == usage_chunk["usage"]["prompt_tokens"] + usage_chunk["usage"]["completion_tokens"]
+    )
     # The streamed text is the same text a non-streamed greedy request returns.
     plain = http.post("/v1/chat/completions", json={**body, "stream": False}).json()
     assert plain["choices"][0]["message"]["content"] == text
@@ -121,20 +136,27 @@ def test_eight_concurrent_requests_run_in_one_batch(client, http):
 def _batch_histogram(http) -> dict[str, float]:
     text = http.get("/metrics").text
     buckets = {}
-    for m in re.finditer(r'modelhub_engine_batch_sequences_bucket\{le="([^"]+)",model="google/gemma-3-270m"\} (\S+)', text):
+    for m in re.finditer(
+        r'modelhub_engine_batch_sequences_bucket\{le="([^"]+)",model="google/gemma-3-270m"\} (\S+)',
+        text,
+    ):
         buckets[m.group(1)] = float(m.group(2))
     return buckets or {"+Inf": 0.0, "4.0": 0.0}
 
 
 def test_same_seed_gives_same_text(client):
     def sample(seed: int) -> str:
-        return client.chat.completions.create(
-            model=DEMO_MODEL,
-            messages=[{"role": "user", "content": "Write a sentence about the sea."}],
-            max_tokens=20,
-            temperature=1.0,
-            seed=seed,
-        ).choices[0].message.content
+        return (
+            client.chat.completions.create(
+                model=DEMO_MODEL,
+                messages=[{"role": "user", "content": "Write a sentence about the sea."}],
+                max_tokens=20,
+                temperature=1.0,
+                seed=seed,
+            )
+            .choices[0]
+            .message.content
+        )
 
     first, again, other = sample(1234), sample(1234), sample(99)
     assert first == again
@@ -143,16 +165,25 @@ def test_same_seed_gives_same_text(client):
 
 def test_stop_string_is_never_emitted(client):
     messages = [{"role": "user", "content": "List the planets of the solar system."}]
-    full = client.chat.completions.create(model=DEMO_MODEL, messages=messages, max_tokens=40, temperature=0)
+    full = client.chat.completions.create(
+        model=DEMO_MODEL, messages=messages, max_tokens=40, temperature=0
+    )
     text = full.choices[0].message.content
     words = text.split()
     assert len(words) > 4, text
     stop = words[3]
-    cut = client.chat.completions.create(model=DEMO_MODEL, messages=messages, max_tokens=40, temperature=0, stop=[stop, "zzzz"])
+    cut = client.chat.completions.create(
+        model=DEMO_MODEL, messages=messages, max_tokens=40, temperature=0, stop=[stop, "zzzz"]
+    )
     assert cut.choices[0].finish_reason == "stop"
     assert cut.choices[0].message.content == text[: text.index(stop)]
-    streamed = client.chat.completions.create(model=DEMO_MODEL, messages=messages, max_tokens=40, temperature=0, stop=stop, stream=True)
-    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == text[: text.index(stop)]
+    streamed = client.chat.completions.create(
+        model=DEMO_MODEL, messages=messages, max_tokens=40, temperature=0, stop=stop, stream=True
+    )
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        == text[: text.index(stop)]
+    )
 
 
 def test_n_choices(client):
@@ -173,7 +204,12 @@ def test_n_choices(client):
 
 def test_logprobs(client):
     completion = client.chat.completions.create(
-        model=DEMO_MODEL, messages=QUESTION, max_tokens=5, logprobs=True, top_logprobs=3, temperature=0
+        model=DEMO_MODEL,
+        messages=QUESTION,
+        max_tokens=5,
+        logprobs=True,
+        top_logprobs=3,
+        temperature=0,
     )
     entries = completion.choices[0].logprobs.content
     assert len(entries) == completion.usage.completion_tokens
@@ -242,7 +278,9 @@ def test_health_ready_metrics(http):
         "modelhub_engine_running_sequences",
     ):
         assert name in metrics, name
-    assert re.search(r'modelhub_requests_total\{model="google/gemma-3-270m",status="200"\} [1-9]', metrics)
+    assert re.search(
+        r'modelhub_requests_total\{model="google/gemma-3-270m",status="200"\} [1-9]', metrics
+    )
 
 
 def test_disconnect_mid_stream_frees_the_slot(tight_server):
@@ -251,10 +289,20 @@ def test_disconnect_mid_stream_frees_the_slot(tight_server):
         "type": "json_schema",
         "json_schema": {
             "name": "essay",
-            "schema": {"type": "object", "properties": {"text": {"type": "string", "minLength": 3000}}, "required": ["text"]},
+            "schema": {
+                "type": "object",
+                "properties": {"text": {"type": "string", "minLength": 3000}},
+                "required": ["text"],
+            },
         },
     }
-    body = {"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 2000, "stream": True, "response_format": long_answer}
+    body = {
+        "model": DEMO_MODEL,
+        "messages": QUESTION,
+        "max_tokens": 2000,
+        "stream": True,
+        "response_format": long_answer,
+    }
     with httpx.Client(base_url=tight_server.base_url, timeout=60) as http:
         with http.stream("POST", "/v1/chat/completions", json=body) as r:
             assert r.status_code == 200
@@ -267,10 +315,16 @@ def test_disconnect_mid_stream_frees_the_slot(tight_server):
         # The server notices the closed connection within moments and frees the only slot.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            running = re.search(r'modelhub_engine_running_sequences\{model="google/gemma-3-270m"\} (\S+)', http.get("/metrics").text)
+            running = re.search(
+                r'modelhub_engine_running_sequences\{model="google/gemma-3-270m"\} (\S+)',
+                http.get("/metrics").text,
+            )
             if float(running.group(1)) == 0:
                 break
             time.sleep(0.05)
         # A new request is served rather than refused with 503 (one slot, no queue).
-        r = http.post("/v1/chat/completions", json={"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 4})
+        r = http.post(
+            "/v1/chat/completions",
+            json={"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 4},
+        )
         assert r.status_code == 200, r.text

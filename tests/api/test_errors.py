@@ -7,7 +7,6 @@ import threading
 import httpx
 import openai
 import pytest
-
 from tests.conftest import DEMO_MODEL, MISTRAL
 
 QUESTION = [{"role": "user", "content": "Hi?"}]
@@ -35,7 +34,12 @@ def _error(r: httpx.Response, status: int) -> dict:
     ],
 )
 def test_invalid_parameters_name_the_param(http, patch, param):
-    err = _error(http.post("/v1/chat/completions", json={"model": DEMO_MODEL, "messages": QUESTION, **patch}), 400)
+    err = _error(
+        http.post(
+            "/v1/chat/completions", json={"model": DEMO_MODEL, "messages": QUESTION, **patch}
+        ),
+        400,
+    )
     assert err["type"] == "invalid_request_error"
     assert err["param"] == param
 
@@ -43,12 +47,21 @@ def test_invalid_parameters_name_the_param(http, patch, param):
 def test_missing_model_and_bad_json(http):
     err = _error(http.post("/v1/chat/completions", json={"messages": QUESTION}), 400)
     assert err["param"] == "model"
-    err = _error(http.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}), 400)
+    err = _error(
+        http.post(
+            "/v1/chat/completions",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        ),
+        400,
+    )
     assert err["type"] == "invalid_request_error"
 
 
 def test_unknown_model_lists_the_available_ones(http):
-    err = _error(http.post("/v1/chat/completions", json={"model": "nope/nope", "messages": QUESTION}), 404)
+    err = _error(
+        http.post("/v1/chat/completions", json={"model": "nope/nope", "messages": QUESTION}), 404
+    )
     assert err["code"] == "model_not_found" and err["param"] == "model"
     assert DEMO_MODEL in err["message"] and MISTRAL in err["message"]
 
@@ -68,7 +81,9 @@ def test_unknown_route_and_wrong_method(http):
 
 
 def test_unconfigured_model_says_how_to_configure_it(http):
-    err = _error(http.post("/v1/chat/completions", json={"model": MISTRAL, "messages": QUESTION}), 503)
+    err = _error(
+        http.post("/v1/chat/completions", json={"model": MISTRAL, "messages": QUESTION}), 503
+    )
     assert err["code"] == "model_not_configured"
     assert "MODELHUB_BACKENDS" in err["message"]
 
@@ -87,21 +102,52 @@ def test_embeddings_through_the_sdk(client):
 
 
 def test_images_audio_and_reasoning_are_refused_for_the_demo_model(http):
-    image = {"role": "user", "content": [{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}
-    err = _error(http.post("/v1/chat/completions", json={"model": DEMO_MODEL, "messages": [image]}), 400)
+    image = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "see"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        ],
+    }
+    err = _error(
+        http.post("/v1/chat/completions", json={"model": DEMO_MODEL, "messages": [image]}), 400
+    )
     assert err["param"] == "messages[0].content[1]" and "image" in err["message"]
-    audio = {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}
-    err = _error(http.post("/v1/chat/completions", json={"model": DEMO_MODEL, "messages": [audio]}), 400)
+    audio = {
+        "role": "user",
+        "content": [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}],
+    }
+    err = _error(
+        http.post("/v1/chat/completions", json={"model": DEMO_MODEL, "messages": [audio]}), 400
+    )
     assert "does not support audio input" in err["message"]
-    err = _error(http.post("/v1/chat/completions", json={"model": DEMO_MODEL, "messages": QUESTION, "reasoning_effort": "high"}), 400)
+    err = _error(
+        http.post(
+            "/v1/chat/completions",
+            json={"model": DEMO_MODEL, "messages": QUESTION, "reasoning_effort": "high"},
+        ),
+        400,
+    )
     assert err["param"] == "reasoning_effort"
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
-    err = _error(http.post("/v1/chat/completions", json={"model": DEMO_MODEL, "messages": QUESTION, "tools": [tool]}), 400)
+    err = _error(
+        http.post(
+            "/v1/chat/completions",
+            json={"model": DEMO_MODEL, "messages": QUESTION, "tools": [tool]},
+        ),
+        400,
+    )
     assert err["param"] == "tools"
 
 
 def test_context_window_is_enforced(http):
-    err = _error(http.post("/v1/chat/completions", json={"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 100000}), 400)
+    err = _error(
+        http.post(
+            "/v1/chat/completions",
+            json={"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 100000},
+        ),
+        400,
+    )
     assert err["code"] == "context_length_exceeded"
     assert "100000" in err["message"]
 
@@ -109,25 +155,55 @@ def test_context_window_is_enforced(http):
 def test_body_over_the_limit_is_413(tight_server):
     big = "x" * (100 * 1024)
     with httpx.Client(base_url=tight_server.base_url, timeout=30) as http:
-        err = _error(http.post("/v1/chat/completions", json={"model": DEMO_MODEL, "messages": [{"role": "user", "content": big}]}), 413)
+        err = _error(
+            http.post(
+                "/v1/chat/completions",
+                json={"model": DEMO_MODEL, "messages": [{"role": "user", "content": big}]},
+            ),
+            413,
+        )
         assert "limit" in err["message"]
 
         def chunks():
-            yield b'{"model": "' + DEMO_MODEL.encode() + b'", "messages": [{"role": "user", "content": "'
+            yield (
+                b'{"model": "'
+                + DEMO_MODEL.encode()
+                + b'", "messages": [{"role": "user", "content": "'
+            )
             for _ in range(100):
                 yield b"x" * 1024
             yield b'"}]}'
 
         # Chunked upload: no Content-Length to check up front.
-        _error(http.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"}), 413)
+        _error(
+            http.post(
+                "/v1/chat/completions",
+                content=chunks(),
+                headers={"content-type": "application/json"},
+            ),
+            413,
+        )
 
 
 def test_full_engine_answers_503_with_retry_after(tight_server):
     long_answer = {
         "type": "json_schema",
-        "json_schema": {"name": "e", "schema": {"type": "object", "properties": {"t": {"type": "string", "minLength": 2000}}, "required": ["t"]}},
+        "json_schema": {
+            "name": "e",
+            "schema": {
+                "type": "object",
+                "properties": {"t": {"type": "string", "minLength": 2000}},
+                "required": ["t"],
+            },
+        },
     }
-    body = {"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 1500, "stream": True, "response_format": long_answer}
+    body = {
+        "model": DEMO_MODEL,
+        "messages": QUESTION,
+        "max_tokens": 1500,
+        "stream": True,
+        "response_format": long_answer,
+    }
     started = threading.Event()
     with httpx.Client(base_url=tight_server.base_url, timeout=60) as http:
         with http.stream("POST", "/v1/chat/completions", json=body) as r:
@@ -136,7 +212,10 @@ def test_full_engine_answers_503_with_retry_after(tight_server):
                 if line.startswith("data: "):
                     started.set()
                     break
-            second = http.post("/v1/chat/completions", json={"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 4})
+            second = http.post(
+                "/v1/chat/completions",
+                json={"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 4},
+            )
         err = _error(second, 503)
         assert err["code"] == "engine_overloaded"
         assert int(second.headers["retry-after"]) >= 1

@@ -13,13 +13,14 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-
 from tests.conftest import DEMO_MODEL, make_settings
 from tests.servers import start_server
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 RATE_HEADERS = [
-    f"x-ratelimit-{what}-{kind}" for kind in ("requests", "tokens") for what in ("limit", "remaining", "reset")
+    f"x-ratelimit-{what}-{kind}"
+    for kind in ("requests", "tokens")
+    for what in ("limit", "remaining", "reset")
 ]
 
 
@@ -54,7 +55,9 @@ def hub(tmp_path_factory):
 def _post(server, key: str | None, **body) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     payload = {"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 4, **body}
-    return httpx.post(f"{server.base_url}/v1/chat/completions", json=payload, headers=headers, timeout=120)
+    return httpx.post(
+        f"{server.base_url}/v1/chat/completions", json=payload, headers=headers, timeout=120
+    )
 
 
 def test_first_start_creates_a_default_key_that_works(hub):
@@ -108,13 +111,22 @@ def test_rpm_is_exact_at_the_boundary(hub):
         if r.status_code == 429:
             assert r.json()["error"]["code"] == "rate_limit_exceeded"
             assert int(r.headers["retry-after"]) >= 1
-    remaining = sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in responses if r.status_code == 200)
+    remaining = sorted(
+        int(r.headers["x-ratelimit-remaining-requests"]) for r in responses if r.status_code == 200
+    )
     assert remaining == list(range(10))
 
 
 LONG_ANSWER = {
     "type": "json_schema",
-    "json_schema": {"name": "e", "schema": {"type": "object", "properties": {"t": {"type": "string", "minLength": 3000}}, "required": ["t"]}},
+    "json_schema": {
+        "name": "e",
+        "schema": {
+            "type": "object",
+            "properties": {"t": {"type": "string", "minLength": 3000}},
+            "required": ["t"],
+        },
+    },
 }
 
 
@@ -126,9 +138,19 @@ def test_tokens_are_reserved_then_reconciled(hub):
     used = first.json()["usage"]["total_tokens"]
     assert used < 1200  # the plain format stops the answer early
     # Reconciled: the 1200 reserved came back but for what was used, so 2000 more fit.
-    body = {"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 2000, "stream": True, "response_format": LONG_ANSWER}
+    body = {
+        "model": DEMO_MODEL,
+        "messages": QUESTION,
+        "max_tokens": 2000,
+        "stream": True,
+        "response_format": LONG_ANSWER,
+    }
     with httpx.stream(
-        "POST", f"{server.base_url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        "POST",
+        f"{server.base_url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
     ) as second:
         assert second.status_code == 200
         assert int(second.headers["x-ratelimit-limit-tokens"]) == 3000
@@ -143,14 +165,18 @@ def test_tokens_are_reserved_then_reconciled(hub):
         assert third.json()["error"]["code"] == "rate_limit_exceeded"
     # Cut after a few tokens: its unused reservation comes back.
     deadline = time.monotonic() + 5
-    while (fourth := _post(server, key, max_tokens=2000)).status_code == 429 and time.monotonic() < deadline:
+    while (
+        fourth := _post(server, key, max_tokens=2000)
+    ).status_code == 429 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert fourth.status_code == 200, fourth.text
 
 
 def _usage(server, key: str, by: str | None = None) -> list[dict]:
     params = {"by": by} if by else {}
-    r = httpx.get(f"{server.base_url}/v1/usage", params=params, headers={"Authorization": f"Bearer {key}"})
+    r = httpx.get(
+        f"{server.base_url}/v1/usage", params=params, headers={"Authorization": f"Bearer {key}"}
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -173,7 +199,13 @@ def test_usage_report_equals_the_responses_usage(hub):
     with httpx.stream(
         "POST",
         f"{server.base_url}/v1/chat/completions",
-        json={"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 6, "stream": True, "stream_options": {"include_usage": True}},
+        json={
+            "model": DEMO_MODEL,
+            "messages": QUESTION,
+            "max_tokens": 6,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
         headers={"Authorization": f"Bearer {key}"},
         timeout=60,
     ) as r:
@@ -199,12 +231,20 @@ def test_a_cut_stream_is_billed_up_to_the_cut(hub):
     with httpx.stream(
         "POST",
         f"{server.base_url}/v1/chat/completions",
-        json={"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 1500, "stream": True, "response_format": LONG_ANSWER},
+        json={
+            "model": DEMO_MODEL,
+            "messages": QUESTION,
+            "max_tokens": 1500,
+            "stream": True,
+            "response_format": LONG_ANSWER,
+        },
         headers={"Authorization": f"Bearer {key}"},
         timeout=60,
     ) as r:
         for line in r.iter_lines():
-            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get(
+                "content"
+            ):
                 received += 1
             if received >= 5:
                 break
@@ -220,7 +260,10 @@ def test_two_gateway_processes_share_one_limit(tmp_path, request):
     redis_server = request.getfixturevalue("redis_server")
     from tests.processes import spawn_modelhub
 
-    env = {"MODELHUB_DATABASE_URL": postgres.create_database("two_gateways"), "MODELHUB_REDIS_URL": redis_server.url}
+    env = {
+        "MODELHUB_DATABASE_URL": postgres.create_database("two_gateways"),
+        "MODELHUB_REDIS_URL": redis_server.url,
+    }
     data_dir = tmp_path / "cli"
     key = new_key(data_dir, "shared", "--rpm", "10", env=env)
     gateways = [spawn_modelhub(tmp_path, env=env).start(wait=False) for _ in range(2)]

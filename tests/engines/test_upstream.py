@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-
 from tests.conftest import DEMO_MODEL, make_settings
 from tests.processes import spawn_modelhub
 from tests.servers import start_server
@@ -35,7 +34,12 @@ def replicas(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gateway(replicas, tmp_path_factory):
-    backends = {PUBLIC: {"upstreams": [f"{r.base_url}/v1" for r in replicas], "served_model_name": DEMO_MODEL}}
+    backends = {
+        PUBLIC: {
+            "upstreams": [f"{r.base_url}/v1" for r in replicas],
+            "served_model_name": DEMO_MODEL,
+        }
+    }
     settings = make_settings(
         tmp_path_factory.mktemp("gateway"),
         backends=backends,
@@ -49,7 +53,9 @@ def gateway(replicas, tmp_path_factory):
 
 def _served_by(replica) -> float:
     text = httpx.get(f"{replica.base_url}/metrics").text
-    m = re.search(r'modelhub_requests_total\{model="google/gemma-3-270m",status="200"\} (\S+)', text)
+    m = re.search(
+        r'modelhub_requests_total\{model="google/gemma-3-270m",status="200"\} (\S+)', text
+    )
     return float(m.group(1)) if m else 0.0
 
 
@@ -88,7 +94,13 @@ def _stream(base_url: str, body: dict, on_content=None) -> dict:
 
 def test_requests_spread_across_replicas_with_exact_upstream_usage(gateway, replicas):
     before = [_served_by(r) for r in replicas]
-    body = {"model": PUBLIC, "messages": QUESTION, "max_tokens": 6, "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": PUBLIC,
+        "messages": QUESTION,
+        "max_tokens": 6,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda _: _stream(gateway.base_url, body), range(18)))
     assert all(r["error"] is None and r["usage"] for r in results), results
@@ -96,13 +108,20 @@ def test_requests_spread_across_replicas_with_exact_upstream_usage(gateway, repl
     assert sum(served) == 18
     assert all(n >= 1 for n in served), served
     # The gateway counted the prompt with the upstream's own /tokenize: no mismatch.
-    direct = httpx.post(f"{replicas[0].base_url}/v1/chat/completions", json={"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 1}).json()
+    direct = httpx.post(
+        f"{replicas[0].base_url}/v1/chat/completions",
+        json={"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 1},
+    ).json()
     assert {r["usage"]["prompt_tokens"] for r in results} == {direct["usage"]["prompt_tokens"]}
     assert _gateway_metric(gateway, "modelhub_upstream_prompt_token_mismatch_total") == 0
 
 
 def test_non_streaming_through_the_gateway_uses_public_name(gateway):
-    r = httpx.post(f"{gateway.base_url}/v1/chat/completions", json={"model": PUBLIC, "messages": QUESTION, "max_tokens": 8}, timeout=60)
+    r = httpx.post(
+        f"{gateway.base_url}/v1/chat/completions",
+        json={"model": PUBLIC, "messages": QUESTION, "max_tokens": 8},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"] == PUBLIC and body["id"].startswith("chatcmpl-")
@@ -111,7 +130,13 @@ def test_non_streaming_through_the_gateway_uses_public_name(gateway):
 
 def test_killed_replica_fails_only_started_streams_and_comes_back(gateway, replicas):
     victim = replicas[1]
-    body = {"model": PUBLIC, "messages": QUESTION, "max_tokens": 48, "stream": True, "temperature": 1.0}
+    body = {
+        "model": PUBLIC,
+        "messages": QUESTION,
+        "max_tokens": 48,
+        "stream": True,
+        "temperature": 1.0,
+    }
     killed_at: list[float] = []
     outcomes = []
 
@@ -137,12 +162,18 @@ def test_killed_replica_fails_only_started_streams_and_comes_back(gateway, repli
     assert all(started for _, started in failed), failed
     assert len(outcomes) - len(failed) >= 24
     deadline = time.monotonic() + 10
-    while _gateway_metric(gateway, "modelhub_engine_healthy_replicas") != 2 and time.monotonic() < deadline:
+    while (
+        _gateway_metric(gateway, "modelhub_engine_healthy_replicas") != 2
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     assert _gateway_metric(gateway, "modelhub_engine_healthy_replicas") == 2
     victim.start()
     deadline = time.monotonic() + 20
-    while _gateway_metric(gateway, "modelhub_engine_healthy_replicas") != 3 and time.monotonic() < deadline:
+    while (
+        _gateway_metric(gateway, "modelhub_engine_healthy_replicas") != 3
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     assert _gateway_metric(gateway, "modelhub_engine_healthy_replicas") == 3
     before = _served_by(victim)
@@ -189,7 +220,11 @@ def test_stalled_upstream_is_a_clear_504(stalling_upstream, tmp_path):
     server = start_server(settings)
     try:
         started = time.monotonic()
-        r = httpx.post(f"{server.base_url}/v1/chat/completions", json={"model": PUBLIC, "messages": QUESTION, "max_tokens": 4}, timeout=30)
+        r = httpx.post(
+            f"{server.base_url}/v1/chat/completions",
+            json={"model": PUBLIC, "messages": QUESTION, "max_tokens": 4},
+            timeout=30,
+        )
         assert r.status_code == 504, r.text
         assert r.json()["error"]["code"] == "upstream_timeout"
         assert "did not answer in time" in r.json()["error"]["message"]

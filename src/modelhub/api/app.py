@@ -38,7 +38,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics = Metrics()
         catalog_kwargs = {"clock": clock} if clock else {}
-        catalog = Catalog(load_cards(settings.catalog_dir), backends=settings.backends, **catalog_kwargs)
+        catalog = Catalog(
+            load_cards(settings.catalog_dir), backends=settings.backends, **catalog_kwargs
+        )
         platform = await Platform.open(settings)
         deployment = Deployment(catalog, settings, metrics)
         try:
@@ -46,7 +48,9 @@ def create_app(
             if key and on_first_key:
                 on_first_key(key)
             await deployment.start()
-            app.state.hub = Hub(deployment, platform, ChatService(deployment, platform, metrics, settings), metrics)
+            app.state.hub = Hub(
+                deployment, platform, ChatService(deployment, platform, metrics, settings), metrics
+            )
             yield
         finally:
             await deployment.close()

@@ -8,7 +8,7 @@ from modelhub.platform import Platform, Principal
 from modelhub.serving.chat import ChatService
 from modelhub.serving.deployment import Deployment
 
-__all__ = ["Hub", "hub", "authenticate"]
+__all__ = ["Hub", "authenticate", "hub"]
 
 
 class Hub:

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelhub.errors import InvalidRequestError, MethodNotAllowedError, ModelhubError, NotFoundError
 
-__all__ = ["install_error_handlers", "error_response", "validation_param"]
+__all__ = ["error_response", "install_error_handlers", "validation_param"]
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,22 @@ def validation_param(loc: tuple) -> str | None:
     for p in parts:
         if isinstance(p, int):
             param += f"[{p}]"
-        elif p in ("system", "developer", "user", "assistant", "tool", "text", "image_url", "input_audio") and param:
-            continue
-        elif "[" in str(p) or "(" in str(p):
+        elif (
+            p
+            in (
+                "system",
+                "developer",
+                "user",
+                "assistant",
+                "tool",
+                "text",
+                "image_url",
+                "input_audio",
+            )
+            and param
+            or "[" in str(p)
+            or "(" in str(p)
+        ):
             continue
         else:
             param += f".{p}" if param else str(p)
@@ -67,7 +80,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         where = f"{request.method} {request.url.path}"
         if exc.status_code == 404:
-            return error_response(NotFoundError(f"Unknown request URL: {where}.", code="unknown_url"))
+            return error_response(
+                NotFoundError(f"Unknown request URL: {where}.", code="unknown_url")
+            )
         if exc.status_code == 405:
             allowed = (exc.headers or {}).get("Allow", "")
             return error_response(
@@ -81,4 +96,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(ModelhubError("The server had an error while processing your request."))
+        return error_response(
+            ModelhubError("The server had an error while processing your request.")
+        )

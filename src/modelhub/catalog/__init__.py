@@ -1,8 +1,8 @@
 """Model catalog: cards loaded from ``models/*.toml`` and their lifecycle rules."""
 
-from modelhub.catalog.card import *  # noqa: F403
+from modelhub.catalog.card import *
 from modelhub.catalog.card import __all__ as _card_all
-from modelhub.catalog.catalog import *  # noqa: F403
+from modelhub.catalog.catalog import *
 from modelhub.catalog.catalog import __all__ as _catalog_all
 
 __all__ = [*_card_all, *_catalog_all]

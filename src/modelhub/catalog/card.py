@@ -9,15 +9,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "Origin",
-    "Technology",
-    "Modalities",
+    "Backend",
     "Endpoints",
     "Features",
     "Lifecycle",
-    "Ratings",
-    "Backend",
+    "Modalities",
     "ModelCard",
+    "Origin",
+    "Ratings",
+    "Technology",
 ]
 
 Rating = Literal["low", "moderate", "high"]

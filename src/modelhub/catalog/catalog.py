@@ -13,7 +13,7 @@ from modelhub.catalog.card import Backend, ModelCard
 from modelhub.errors import ModelNotFoundError, ModelNotLaunchedError, ModelRetiredError
 from modelhub.settings import BackendConfig
 
-__all__ = ["Clock", "Catalog", "LifecycleStatus", "load_cards"]
+__all__ = ["Catalog", "Clock", "LifecycleStatus", "load_cards"]
 
 Clock = Callable[[], datetime]
 
@@ -74,7 +74,9 @@ class Catalog:
         backends = backends or {}
         unknown = set(backends) - {c.id for c in cards}
         if unknown:
-            raise ValueError(f"backends configured for models not in the catalog: {sorted(unknown)}")
+            raise ValueError(
+                f"backends configured for models not in the catalog: {sorted(unknown)}"
+            )
         self._cards = {c.id: _with_operator_backend(c, backends.get(c.id)) for c in cards}
         self._clock = clock
 

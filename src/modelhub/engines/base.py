@@ -18,15 +18,15 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 __all__ = [
-    "SamplingParams",
-    "GenerationJob",
-    "TokenEvent",
-    "MessageDelta",
-    "FinishEvent",
+    "Engine",
     "EngineEvent",
     "EngineStats",
-    "Engine",
+    "FinishEvent",
+    "GenerationJob",
+    "MessageDelta",
     "RemoteCounter",
+    "SamplingParams",
+    "TokenEvent",
 ]
 
 

@@ -166,14 +166,18 @@ class LlamaCppEngine:
     # Event-loop side ---------------------------------------------------------------------
     async def generate(self, job: GenerationJob) -> AsyncIterator[EngineEvent]:
         if not self._ready:
-            raise EngineOverloadedError("The engine is not ready yet.", headers={"Retry-After": "5"})
+            raise EngineOverloadedError(
+                "The engine is not ready yet.", headers={"Retry-After": "5"}
+            )
         if job.prompt.images:
             raise InvalidRequestError(
                 "This model's engine was configured without a vision projector (mmproj).",
                 param="messages",
             )
         if job.prompt.prompt_tokens + job.params.max_tokens > self.context:
-            raise InvalidRequestError("The request does not fit the engine's context.", param="messages")
+            raise InvalidRequestError(
+                "The request does not fit the engine's context.", param="messages"
+            )
         seq = Sequence(job=job, loop=asyncio.get_running_loop())
         with self._cond:
             if len(self._waiting) >= self.queue_limit and not self._free_ids:
@@ -239,7 +243,9 @@ class LlamaCppEngine:
             seq.seq_id = self._free_ids.pop()
             if seq.sampler is None:
                 try:
-                    seq.sampler = SamplerChain(self._vocab, self._n_vocab, seq.job.params, self.top_k)
+                    seq.sampler = SamplerChain(
+                        self._vocab, self._n_vocab, seq.job.params, self.top_k
+                    )
                 except ValueError as exc:
                     seq.fail(InvalidRequestError(str(exc), param="response_format"))
                     self._free_ids.append(seq.seq_id)

@@ -18,7 +18,7 @@ import numpy as np
 
 from modelhub.engines.base import FinishEvent, GenerationJob, SamplingParams, TokenEvent
 
-__all__ = ["Sequence", "SamplerChain", "PieceDecoder"]
+__all__ = ["PieceDecoder", "SamplerChain", "Sequence"]
 
 # Penalties look back this far; llama.cpp's server uses the same default window.
 _PENALTY_WINDOW = 64
@@ -33,11 +33,9 @@ class SamplerChain:
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self.ptr = llama_cpp.llama_sampler_chain_init(chain_params)
-        add = lambda s: llama_cpp.llama_sampler_chain_add(self.ptr, s)  # noqa: E731
+        add = lambda s: llama_cpp.llama_sampler_chain_add(self.ptr, s)
         if params.grammar:
-            grammar = llama_cpp.llama_sampler_init_grammar(
-                vocab, params.grammar.encode(), b"root"
-            )
+            grammar = llama_cpp.llama_sampler_init_grammar(vocab, params.grammar.encode(), b"root")
             if not grammar:
                 llama_cpp.llama_sampler_free(self.ptr)
                 raise ValueError("the output grammar does not compile")
@@ -84,7 +82,9 @@ class PieceDecoder:
         n = llama_cpp.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, True)
         if n < 0:
             self._buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, True)
+            n = llama_cpp.llama_token_to_piece(
+                self._vocab, token, self._buf, len(self._buf), 0, True
+            )
         return self._buf.raw[:n]
 
     def decode(self, token: int) -> str:
@@ -101,7 +101,8 @@ def _top_logprobs(
         best = np.argpartition(-logprobs, k)[:k]
         best = best[np.argsort(-logprobs[best])]
         top = tuple(
-            (decoder.piece_bytes(int(t)).decode("utf-8", "replace"), float(logprobs[t])) for t in best
+            (decoder.piece_bytes(int(t)).decode("utf-8", "replace"), float(logprobs[t]))
+            for t in best
         )
     return float(logprobs[token]), top
 

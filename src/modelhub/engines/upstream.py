@@ -55,7 +55,9 @@ def _messages(request: ChatCompletionRequest, images: Mapping[str, Image]) -> li
         if isinstance(message.content, list):
             for j, part in enumerate(message.content):
                 if isinstance(part, ImagePart) and f"messages[{i}].content[{j}]" in images:
-                    data["content"][j]["image_url"]["url"] = _data_uri(images[f"messages[{i}].content[{j}]"])
+                    data["content"][j]["image_url"]["url"] = _data_uri(
+                        images[f"messages[{i}].content[{j}]"]
+                    )
         messages.append(data)
     return messages
 
@@ -101,7 +103,9 @@ class UpstreamEngine:
     def stats(self) -> EngineStats:
         running = sum(r.outstanding for r in self.pool.replicas)
         healthy = sum(r.healthy for r in self.pool.replicas)
-        return EngineStats(running=running, slots=len(self.pool.replicas), extra={"healthy_replicas": healthy})
+        return EngineStats(
+            running=running, slots=len(self.pool.replicas), extra={"healthy_replicas": healthy}
+        )
 
     # Counting ------------------------------------------------------------------------
     async def count_prompt(self, request: ChatCompletionRequest) -> EncodedPrompt:
@@ -171,7 +175,9 @@ class UpstreamEngine:
 
     async def _open(self, replica: Replica, payload: dict) -> httpx.Response | ModelhubError:
         """Send the request and wait for the status line; a failure here can still move on."""
-        request = self._client.build_request("POST", f"{replica.url}/chat/completions", json=payload)
+        request = self._client.build_request(
+            "POST", f"{replica.url}/chat/completions", json=payload
+        )
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TimeoutException:
@@ -208,7 +214,9 @@ class UpstreamEngine:
                     break
                 chunk = json.loads(data)
                 if "error" in chunk:
-                    raise UpstreamError(f"The model's engine failed: {chunk['error'].get('message', '')}")
+                    raise UpstreamError(
+                        f"The model's engine failed: {chunk['error'].get('message', '')}"
+                    )
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
                     delta = choice.get("delta") or {}
@@ -229,10 +237,16 @@ class UpstreamEngine:
             raise UpstreamTimeoutError("The model's engine stalled while generating.") from exc
         except httpx.HTTPError as exc:
             replica.eject(type(exc).__name__)
-            raise UpstreamError("The connection to the model's engine broke while generating.") from exc
+            raise UpstreamError(
+                "The connection to the model's engine broke while generating."
+            ) from exc
         if usage is None:
             raise UpstreamError("The model's engine sent no usage; the request cannot be billed.")
         local = job.prompt.prompt_tokens
-        if self._on_mismatch is not None and job.prompt.estimated_tokens is None and usage["prompt_tokens"] != local:
+        if (
+            self._on_mismatch is not None
+            and job.prompt.estimated_tokens is None
+            and usage["prompt_tokens"] != local
+        ):
             self._on_mismatch(local, usage["prompt_tokens"])
         yield FinishEvent(finish_reason, usage["prompt_tokens"], usage["completion_tokens"])

@@ -41,7 +41,9 @@ class ReplicaPool:
     def candidates(self) -> Iterator[Replica]:
         """Healthy replicas, least outstanding first; each at most once per request.
         With none healthy, the ejected ones are tried too: better a slim chance than none."""
-        healthy = sorted((r for r in self.replicas if r.healthy), key=lambda r: (r.outstanding, r.served))
+        healthy = sorted(
+            (r for r in self.replicas if r.healthy), key=lambda r: (r.outstanding, r.served)
+        )
         rest = sorted((r for r in self.replicas if not r.healthy), key=lambda r: r.ejected_at or 0)
         yield from healthy or rest
 

@@ -18,15 +18,15 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 __all__ = [
-    "PromptImage",
-    "EncodedPrompt",
-    "ContentDelta",
-    "ToolCallDelta",
-    "OutputDelta",
-    "ParsedOutput",
-    "OutputParser",
-    "Tokenizer",
     "ChatFormat",
+    "ContentDelta",
+    "EncodedPrompt",
+    "OutputDelta",
+    "OutputParser",
+    "ParsedOutput",
+    "PromptImage",
+    "Tokenizer",
+    "ToolCallDelta",
 ]
 
 

@@ -13,7 +13,7 @@ from llama_cpp.llama_grammar import json_schema_to_gbnf
 from modelhub.errors import InvalidRequestError
 from modelhub.schemas.chat import ResponseFormat
 
-__all__ = ["response_format_grammar", "json_schema_grammar"]
+__all__ = ["json_schema_grammar", "response_format_grammar"]
 
 # Any JSON object, for response_format {"type": "json_object"}. The converter's grammar allows
 # one space between tokens, where llama.cpp's stock JSON grammar lets a weak model emit

@@ -51,7 +51,9 @@ class TemplateFormat:
         size = 1024 + 2 * sum(len(c) for _, c in encoded)
         while True:
             buf = ctypes.create_string_buffer(size)
-            n = llama_cpp.llama_chat_apply_template(self._template, chat, len(encoded), True, buf, size)
+            n = llama_cpp.llama_chat_apply_template(
+                self._template, chat, len(encoded), True, buf, size
+            )
             if n < 0:
                 raise ValueError("llama.cpp does not recognise this model's chat template")
             if n <= size:
@@ -63,7 +65,9 @@ class TemplateFormat:
         # Some templates write the BOS token as text too; the model wants it once.
         if len(ids) > 1 and ids[0] == ids[1]:
             ids = ids[1:]
-        return EncodedPrompt(token_ids=ids, grammar=response_format_grammar(request.response_format))
+        return EncodedPrompt(
+            token_ids=ids, grammar=response_format_grammar(request.response_format)
+        )
 
     def output_parser(self, request: ChatCompletionRequest) -> TextOutputParser:
         return TextOutputParser()

@@ -9,40 +9,40 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
-    "TextPart",
-    "ImageURL",
-    "ImagePart",
-    "AudioPart",
-    "ContentPart",
-    "FunctionCall",
-    "ToolCall",
-    "SystemMessage",
-    "UserMessage",
     "AssistantMessage",
-    "ToolMessage",
-    "Message",
+    "AudioPart",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatCompletionRequest",
+    "Choice",
+    "ChoiceLogprobs",
+    "ChunkChoice",
+    "ContentPart",
+    "Delta",
+    "DeltaToolCall",
+    "FunctionCall",
     "FunctionDefinition",
-    "Tool",
+    "ImagePart",
+    "ImageURL",
+    "Message",
     "NamedToolChoice",
     "ResponseFormat",
-    "StreamOptions",
-    "ChatCompletionRequest",
-    "Usage",
     "ResponseMessage",
-    "TopLogprob",
+    "StreamOptions",
+    "SystemMessage",
+    "TextPart",
     "TokenLogprob",
-    "ChoiceLogprobs",
-    "Choice",
-    "ChatCompletion",
-    "DeltaToolCall",
-    "Delta",
-    "ChunkChoice",
-    "ChatCompletionChunk",
+    "Tool",
+    "ToolCall",
+    "ToolMessage",
+    "TopLogprob",
+    "Usage",
+    "UserMessage",
     "new_completion_id",
 ]
 
@@ -74,7 +74,7 @@ class AudioPart(_Strict):
     input_audio: dict[str, Any]
 
 
-ContentPart = Annotated[Union[TextPart, ImagePart, AudioPart], Field(discriminator="type")]
+ContentPart = Annotated[TextPart | ImagePart | AudioPart, Field(discriminator="type")]
 
 
 class FunctionCall(_Strict):
@@ -120,7 +120,7 @@ class ToolMessage(_Strict):
 
 
 Message = Annotated[
-    Union[SystemMessage, UserMessage, AssistantMessage, ToolMessage],
+    SystemMessage | UserMessage | AssistantMessage | ToolMessage,
     Field(discriminator="role"),
 ]
 

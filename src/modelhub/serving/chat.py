@@ -62,7 +62,7 @@ from modelhub.settings import Settings
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["PreparedChat", "ChatService"]
+__all__ = ["ChatService", "PreparedChat"]
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,10 @@ class _UpstreamMessage:
 
     def finish(self) -> ParsedOutput:
         calls = [
-            ToolCall(id=c["id"] or f"call_{i}", function=FunctionCall(name=c["name"], arguments=c["arguments"]))
+            ToolCall(
+                id=c["id"] or f"call_{i}",
+                function=FunctionCall(name=c["name"], arguments=c["arguments"]),
+            )
             for i, c in sorted(self._calls.items())
         ]
         content = "".join(self._content)
@@ -156,12 +159,16 @@ def _logprob_entry(event: TokenEvent) -> TokenLogprob:
         token=event.text,
         logprob=event.logprob if event.logprob is not None else 0.0,
         bytes=list(event.text.encode()),
-        top_logprobs=[TopLogprob(token=t, logprob=lp, bytes=list(t.encode())) for t, lp in event.top_logprobs],
+        top_logprobs=[
+            TopLogprob(token=t, logprob=lp, bytes=list(t.encode())) for t, lp in event.top_logprobs
+        ],
     )
 
 
 class ChatService:
-    def __init__(self, deployment: Deployment, platform: Platform, metrics: Metrics, settings: Settings):
+    def __init__(
+        self, deployment: Deployment, platform: Platform, metrics: Metrics, settings: Settings
+    ):
         self._deployment = deployment
         self._platform = platform
         self._metrics = metrics
@@ -195,7 +202,9 @@ class ChatService:
         )
 
     @staticmethod
-    def _max_tokens(request: ChatCompletionRequest, prompt: EncodedPrompt, served: ServedModel) -> int:
+    def _max_tokens(
+        request: ChatCompletionRequest, prompt: EncodedPrompt, served: ServedModel
+    ) -> int:
         window = served.max_context
         asked = request.requested_max_tokens
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
@@ -239,9 +248,13 @@ class ChatService:
             top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
             grammar=prepared.prompt.grammar,
         )
-        return GenerationJob(f"{prepared.id}/{index}", prepared.prompt, params, request, prepared.images)
+        return GenerationJob(
+            f"{prepared.id}/{index}", prepared.prompt, params, request, prepared.images
+        )
 
-    async def _run_choice(self, prepared: PreparedChat, index: int, tally: _Tally) -> AsyncIterator[_ChoiceUpdate]:
+    async def _run_choice(
+        self, prepared: PreparedChat, index: int, tally: _Tally
+    ) -> AsyncIterator[_ChoiceUpdate]:
         request = prepared.request
         engine = prepared.served.require_engine()
         stops = StopMatcher([*request.stop_strings, *prepared.prompt.stop])
@@ -308,12 +321,16 @@ class ChatService:
         )
 
     @staticmethod
-    def _choice(prepared: PreparedChat, update: _ChoiceUpdate, logprobs: list[TokenLogprob]) -> Choice:
+    def _choice(
+        prepared: PreparedChat, update: _ChoiceUpdate, logprobs: list[TokenLogprob]
+    ) -> Choice:
         assert update.parsed is not None
         return Choice(
             index=update.index,
             message=ResponseMessage(
-                content=update.parsed.content if update.parsed.content or not update.parsed.tool_calls else None,
+                content=update.parsed.content
+                if update.parsed.content or not update.parsed.tool_calls
+                else None,
                 tool_calls=update.parsed.tool_calls,
             ),
             logprobs=ChoiceLogprobs(content=logprobs) if prepared.request.logprobs else None,
@@ -342,7 +359,15 @@ class ChatService:
                 if logprobs is not None:
                     yield chunk([ChunkChoice(index=update.index, delta=Delta(), logprobs=logprobs)])
                 if update.finish_reason is not None:
-                    yield chunk([ChunkChoice(index=update.index, delta=Delta(), finish_reason=update.finish_reason)])
+                    yield chunk(
+                        [
+                            ChunkChoice(
+                                index=update.index,
+                                delta=Delta(),
+                                finish_reason=update.finish_reason,
+                            )
+                        ]
+                    )
             status = "ok"
             if request.stream_options and request.stream_options.include_usage:
                 yield chunk([], usage=self._usage(prepared, tally))
@@ -405,7 +430,9 @@ class ChatService:
         self._platform.record(self._record(prepared, tally, status, prompt_tokens=prompt))
 
     @staticmethod
-    def _record(prepared: PreparedChat, tally: _Tally, status: str, *, prompt_tokens: int) -> UsageRecord:
+    def _record(
+        prepared: PreparedChat, tally: _Tally, status: str, *, prompt_tokens: int
+    ) -> UsageRecord:
         reasons = set(tally.finish_reasons.values())
         return UsageRecord(
             request_id=prepared.id,

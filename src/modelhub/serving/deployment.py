@@ -18,7 +18,7 @@ from modelhub.formats.template import TemplateFormat
 from modelhub.metrics import Metrics
 from modelhub.settings import Settings
 
-__all__ = ["ServedModel", "Deployment"]
+__all__ = ["Deployment", "ServedModel"]
 
 log = logging.getLogger(__name__)
 

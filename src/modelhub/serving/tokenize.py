@@ -13,7 +13,9 @@ from modelhub.settings import Settings
 __all__ = ["count_prompt"]
 
 
-async def count_prompt(deployment: Deployment, settings: Settings, request: ChatCompletionRequest) -> dict:
+async def count_prompt(
+    deployment: Deployment, settings: Settings, request: ChatCompletionRequest
+) -> dict:
     served = deployment.get(request.model)
     validate_for_model(request, served.card)
     chat_format = served.require_format()

@@ -10,7 +10,7 @@ from modelhub.api.deps import authenticate, hub
 from modelhub.catalog import ModelCard
 from modelhub.serving.deployment import ServedModel
 
-__all__ = ["router", "describe"]
+__all__ = ["describe", "router"]
 
 router = APIRouter()
 

@@ -33,7 +33,9 @@ async def _model_of(request: Request) -> str:
         try:
             model = json.loads(await request.body() or b"{}").get("model")
         except (ValueError, AttributeError):
-            raise InvalidRequestError("The request body is not a JSON object.", code="invalid_json") from None
+            raise InvalidRequestError(
+                "The request body is not a JSON object.", code="invalid_json"
+            ) from None
     if not isinstance(model, str):
         raise InvalidRequestError("Missing required parameter: 'model'.", param="model")
     return model

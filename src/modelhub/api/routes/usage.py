@@ -31,6 +31,10 @@ async def usage(
         query = UsageQuery(since=since, until=until, by=by, format=format)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise InvalidRequestError(f"Invalid usage query: {first['msg']}", param=str(first["loc"][0])) from None
+        raise InvalidRequestError(
+            f"Invalid usage query: {first['msg']}", param=str(first["loc"][0])
+        ) from None
     rows = await hub(request).platform.usage(principal, query.since, query.until, query.by)
-    return Response(render_usage(rows, query.format, query.by), media_type=_MEDIA_TYPES[query.format])
+    return Response(
+        render_usage(rows, query.format, query.by), media_type=_MEDIA_TYPES[query.format]
+    )
