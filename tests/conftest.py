@@ -13,6 +13,19 @@ from tests.servers import RunningServer, start_server
 DATA = Path(__file__).parent / "data"
 DEMO_MODEL = "google/gemma-3-270m"
 MISTRAL = "mistralai/Mistral-Small-24B-Instruct"
+# A schema that forces a long answer: the generation runs until the client leaves (the demo
+# model's plain format would otherwise end an answer within a few dozen tokens).
+LONG_ANSWER = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "essay",
+        "schema": {
+            "type": "object",
+            "properties": {"text": {"type": "string", "minLength": 3000}},
+            "required": ["text"],
+        },
+    },
+}
 
 
 def make_settings(tmp: Path, **overrides) -> Settings:

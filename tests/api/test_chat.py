@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from tests.conftest import DATA, DEMO_MODEL
+from tests.conftest import DATA, DEMO_MODEL, LONG_ANSWER
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -284,24 +284,12 @@ def test_health_ready_metrics(http):
 
 
 def test_disconnect_mid_stream_frees_the_slot(tight_server):
-    # A schema that forces a long answer keeps the generation running until the client leaves.
-    long_answer = {
-        "type": "json_schema",
-        "json_schema": {
-            "name": "essay",
-            "schema": {
-                "type": "object",
-                "properties": {"text": {"type": "string", "minLength": 3000}},
-                "required": ["text"],
-            },
-        },
-    }
     body = {
         "model": DEMO_MODEL,
         "messages": QUESTION,
         "max_tokens": 2000,
         "stream": True,
-        "response_format": long_answer,
+        "response_format": LONG_ANSWER,
     }
     with httpx.Client(base_url=tight_server.base_url, timeout=60) as http:
         with http.stream("POST", "/v1/chat/completions", json=body) as r:

@@ -7,7 +7,7 @@ import threading
 import httpx
 import openai
 import pytest
-from tests.conftest import DEMO_MODEL, MISTRAL
+from tests.conftest import DEMO_MODEL, LONG_ANSWER, MISTRAL
 
 QUESTION = [{"role": "user", "content": "Hi?"}]
 
@@ -186,23 +186,12 @@ def test_body_over_the_limit_is_413(tight_server):
 
 
 def test_full_engine_answers_503_with_retry_after(tight_server):
-    long_answer = {
-        "type": "json_schema",
-        "json_schema": {
-            "name": "e",
-            "schema": {
-                "type": "object",
-                "properties": {"t": {"type": "string", "minLength": 2000}},
-                "required": ["t"],
-            },
-        },
-    }
     body = {
         "model": DEMO_MODEL,
         "messages": QUESTION,
         "max_tokens": 1500,
         "stream": True,
-        "response_format": long_answer,
+        "response_format": LONG_ANSWER,
     }
     started = threading.Event()
     with httpx.Client(base_url=tight_server.base_url, timeout=60) as http:

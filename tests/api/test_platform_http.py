@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from tests.conftest import DEMO_MODEL, make_settings
+from tests.conftest import DEMO_MODEL, LONG_ANSWER, make_settings
 from tests.servers import start_server
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -117,17 +117,6 @@ def test_rpm_is_exact_at_the_boundary(hub):
     assert remaining == list(range(10))
 
 
-LONG_ANSWER = {
-    "type": "json_schema",
-    "json_schema": {
-        "name": "e",
-        "schema": {
-            "type": "object",
-            "properties": {"t": {"type": "string", "minLength": 3000}},
-            "required": ["t"],
-        },
-    },
-}
 
 
 def test_tokens_are_reserved_then_reconciled(hub):
