@@ -143,8 +143,9 @@ def test_tokens_are_reserved_then_reconciled(hub):
     ) as second:
         assert second.status_code == 200
         assert int(second.headers["x-ratelimit-limit-tokens"]) == 3000
-        # The worst case (prompt + 2000) was taken out before inference.
-        assert int(second.headers["x-ratelimit-remaining-tokens"]) <= 3000 - used - 2000
+        # The worst case (prompt + 2000) was taken out before inference (give or take the
+        # 50 tokens a second the bucket refills while the test runs).
+        assert int(second.headers["x-ratelimit-remaining-tokens"]) <= 3000 - used - 2000 + 100
         # Keep the iterator: dropping it would close the connection, i.e. cut the stream.
         lines = second.iter_lines()
         next(lines)
