@@ -1,0 +1,92 @@
+"""Image parts of a chat request -> decoded images, with every refusal a 400 naming the part."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+from modelhub.errors import InvalidImageError
+from modelhub.media.fetch import fetch_image_bytes
+from modelhub.schemas.chat import ChatCompletionRequest, ImagePart
+from modelhub.settings import Settings
+
+__all__ = ["load_images", "decode_image", "image_parts"]
+
+_DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,(?P<data>.*)$", re.S)
+
+
+def image_parts(request: ChatCompletionRequest) -> list[tuple[str, ImagePart]]:
+    """Every image part with its location, ``messages[i].content[j]``, in request order."""
+    found = []
+    for i, message in enumerate(request.messages):
+        if isinstance(message.content, list):
+            for j, part in enumerate(message.content):
+                if isinstance(part, ImagePart):
+                    found.append((f"messages[{i}].content[{j}]", part))
+    return found
+
+
+def _data_uri_bytes(uri: str, settings: Settings, location: str) -> bytes:
+    match = _DATA_URI.match(uri)
+    if match is None or not match.group("b64"):
+        raise InvalidImageError("A data URI image must be 'data:image/<type>;base64,<data>'.", param=location)
+    mime = (match.group("mime") or "").lower()
+    if not mime.startswith("image/"):
+        raise InvalidImageError(f"The data URI says '{mime or 'no type'}', not an image type.", param=location)
+    data = match.group("data")
+    if len(data) * 3 // 4 > settings.max_image_bytes:
+        raise InvalidImageError(
+            f"The image is larger than this hub's limit of {settings.max_image_bytes} bytes.", param=location
+        )
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImageError("The data URI is not valid base64.", param=location) from None
+
+
+def decode_image(data: bytes, settings: Settings, location: str) -> Image.Image:
+    """Decode fully (so truncation shows now), after checking the pixel count from the
+    header alone (so a decompression bomb is never expanded)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size  # ICO: the largest frame; GIF: the first frame
+            if width * height > settings.max_image_pixels:
+                raise InvalidImageError(
+                    f"The image is {width}x{height} pixels, over this hub's limit of "
+                    f"{settings.max_image_pixels} pixels.",
+                    param=location,
+                )
+            image.load()
+    except InvalidImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidImageError("The data is not an image this hub can read, or is too large.", param=location) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidImageError(f"The image could not be decoded: {exc}.", param=location) from None
+    return image
+
+
+async def load_images(request: ChatCompletionRequest, settings: Settings) -> dict[str, Image.Image]:
+    parts = image_parts(request)
+    if len(parts) > settings.max_images_per_request:
+        raise InvalidImageError(
+            f"The request has {len(parts)} images; this hub accepts at most "
+            f"{settings.max_images_per_request} per request.",
+            param=parts[settings.max_images_per_request][0],
+        )
+    images = {}
+    for location, part in parts:
+        url = part.image_url.url
+        if url.startswith("data:"):
+            data = _data_uri_bytes(url, settings, location)
+        else:
+            data = await fetch_image_bytes(url, settings, location)
+        images[location] = decode_image(data, settings, location)
+    return images
