@@ -1,0 +1,199 @@
+"""Mistral Small 3.2's chat format, through mistral-common (the vendor's reference encoder).
+
+Request -> mistral-common's typed request (messages, image chunks, tools, tool choice) ->
+``encode_chat_completion`` -> token ids; the image tokens are counted apart. Generated text
+goes back through ``MistralToolParser`` (``mistral_tools``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mistral_common.exceptions import MistralCommonException
+from mistral_common.protocol.instruct.chunk import ImageChunk, TextChunk
+from mistral_common.protocol.instruct.messages import (
+    AssistantMessage as MAssistant,
+)
+from mistral_common.protocol.instruct.messages import (
+    SystemMessage as MSystem,
+)
+from mistral_common.protocol.instruct.messages import (
+    ToolMessage as MTool,
+)
+from mistral_common.protocol.instruct.messages import (
+    UserMessage as MUser,
+)
+from mistral_common.protocol.instruct.request import ChatCompletionRequest as MRequest
+from mistral_common.protocol.instruct.tool_calls import (
+    Function,
+    FunctionCall,
+    Tool,
+    ToolCall,
+    ToolChoiceEnum,
+)
+from mistral_common.tokens.tokenizers.base import SpecialTokens
+from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+from modelhub.errors import InvalidRequestError
+from modelhub.formats.base import EncodedPrompt, PromptImage
+from modelhub.formats.grammar import response_format_grammar
+from modelhub.formats.mistral_tools import MistralToolParser, forced_call_grammar
+from modelhub.formats.plain import message_text
+from modelhub.formats.tekken import v11_tokenizer_file
+from modelhub.schemas.chat import (
+    AssistantMessage,
+    ChatCompletionRequest,
+    ImagePart,
+    NamedToolChoice,
+    SystemMessage,
+    TextPart,
+    ToolMessage,
+    UserMessage,
+)
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+__all__ = ["MistralFormat", "mistral_tool_id"]
+
+_ALPHANUMERIC = string.ascii_letters + string.digits
+
+
+def mistral_tool_id(client_id: str) -> str:
+    """Mistral wants 9 alphanumeric characters; clients send ids like ``call_...``. A valid
+    id is kept; any other maps deterministically, so a call and its result still match."""
+    if len(client_id) == 9 and client_id.isalnum() and client_id.isascii():
+        return client_id
+    digest = int.from_bytes(hashlib.sha256(client_id.encode()).digest(), "big")
+    chars = []
+    for _ in range(9):
+        digest, rest = divmod(digest, len(_ALPHANUMERIC))
+        chars.append(_ALPHANUMERIC[rest])
+    return "".join(chars)
+
+
+class MistralFormat:
+    def __init__(self, tokenizer_path: Path | None, cache_dir: Path):
+        path = tokenizer_path or v11_tokenizer_file(cache_dir)
+        self._tokenizer = MistralTokenizer.from_file(str(path))
+        inner = self._tokenizer.instruct_tokenizer.tokenizer
+        self._image_ids = {
+            inner.get_special_token(t)
+            for t in (SpecialTokens.img, SpecialTokens.img_break, SpecialTokens.img_end)
+        }
+
+    # Request -> mistral-common --------------------------------------------------------
+    @staticmethod
+    def _user(index: int, message: UserMessage, images: Mapping[str, Image]) -> MUser:
+        if isinstance(message.content, str):
+            return MUser(content=message.content)
+        chunks = []
+        for j, part in enumerate(message.content):
+            if isinstance(part, TextPart):
+                chunks.append(TextChunk(text=part.text))
+            elif isinstance(part, ImagePart):
+                chunks.append(ImageChunk(image=images[f"messages[{index}].content[{j}]"]))
+        return MUser(content=chunks)
+
+    @staticmethod
+    def _assistant(message: AssistantMessage) -> MAssistant:
+        calls = [
+            ToolCall(
+                id=mistral_tool_id(c.id),
+                function=FunctionCall(name=c.function.name, arguments=c.function.arguments),
+            )
+            for c in message.tool_calls or []
+        ]
+        return MAssistant(content=message_text(message.content) or None, tool_calls=calls or None)
+
+    def _messages(self, request: ChatCompletionRequest, images: Mapping[str, Image]) -> list:
+        converted = []
+        for i, message in enumerate(request.messages):
+            if isinstance(message, SystemMessage):
+                converted.append(MSystem(content=message_text(message.content)))
+            elif isinstance(message, UserMessage):
+                converted.append(self._user(i, message, images))
+            elif isinstance(message, AssistantMessage):
+                converted.append(self._assistant(message))
+            elif isinstance(message, ToolMessage):
+                converted.append(
+                    MTool(content=message_text(message.content), tool_call_id=mistral_tool_id(message.tool_call_id))
+                )
+        return converted
+
+    @staticmethod
+    def _tools(request: ChatCompletionRequest) -> tuple[list[Tool] | None, ToolChoiceEnum]:
+        if not request.tools or request.tool_choice == "none":
+            return None, ToolChoiceEnum.none if request.tools else ToolChoiceEnum.auto
+        tools = request.tools
+        choice = ToolChoiceEnum.auto
+        if isinstance(request.tool_choice, NamedToolChoice):
+            # Only the named function is offered, and a call is required.
+            tools = [t for t in tools if t.function.name == request.tool_choice.function.name]
+            choice = ToolChoiceEnum.required
+        elif request.tool_choice == "required":
+            choice = ToolChoiceEnum.required
+        converted = [
+            Tool(
+                function=Function(
+                    name=t.function.name,
+                    description=t.function.description or "",
+                    parameters=t.function.parameters,
+                )
+            )
+            for t in tools
+        ]
+        return converted, choice
+
+    def _grammar(self, request: ChatCompletionRequest, tools: list[Tool] | None, choice: ToolChoiceEnum) -> str | None:
+        if tools and choice == ToolChoiceEnum.required:
+            return forced_call_grammar(
+                {t.function.name: t.function.parameters for t in tools}, parallel=request.parallel_tool_calls
+            )
+        return response_format_grammar(request.response_format)
+
+    # ChatFormat -------------------------------------------------------------------------
+    def encode(self, request: ChatCompletionRequest, images: Mapping[str, Image]) -> EncodedPrompt:
+        tools, choice = self._tools(request)
+        try:
+            mistral_request = MRequest(
+                messages=self._messages(request, images),
+                tools=tools,
+                tool_choice=choice,
+                parallel_tool_calls=request.parallel_tool_calls,
+            )
+            tokenized = self._tokenizer.encode_chat_completion(mistral_request)
+        except (MistralCommonException, ValueError) as exc:
+            raise InvalidRequestError(f"The conversation cannot be encoded for this model: {exc}", param="messages") from exc
+        ids = list(tokenized.tokens)
+        return EncodedPrompt(
+            token_ids=ids,
+            image_tokens=sum(1 for t in ids if t in self._image_ids),
+            images=self._placed_images(ids, request, images),
+            grammar=self._grammar(request, tools, choice),
+        )
+
+    def _placed_images(
+        self, ids: list[int], request: ChatCompletionRequest, images: Mapping[str, Image]
+    ) -> tuple[PromptImage, ...]:
+        """Where each image's run of [IMG]/[IMG_BREAK]/[IMG_END] tokens sits in the prompt."""
+        runs, start = [], None
+        for position, token in enumerate(ids + [-1]):
+            inside = token in self._image_ids
+            if inside and start is None:
+                start = position
+            elif not inside and start is not None:
+                runs.append((start, position - start))
+                start = None
+        ordered = [loc for loc in images]  # load_images keeps request order
+        return tuple(
+            PromptImage(location=loc, image=images[loc], offset=offset, n_tokens=n)
+            for loc, (offset, n) in zip(ordered, runs, strict=False)
+        )
+
+    def output_parser(self, request: ChatCompletionRequest) -> MistralToolParser:
+        return MistralToolParser(tools_enabled=bool(request.tools) and request.tool_choice != "none")
