@@ -118,8 +118,6 @@ def test_rpm_is_exact_at_the_boundary(hub):
     assert remaining == list(range(10))
 
 
-
-
 def test_tokens_are_reserved_then_reconciled(hub):
     server, data_dir, _ = hub
     key = new_key(data_dir, "tpm", "--tpm", "3000")

@@ -25,7 +25,9 @@ def _encoded(fmt: str, size=(40, 30), **save) -> bytes:
 
 
 def _request(*urls: str) -> ChatCompletionRequest:
-    parts = [{"type": "text", "text": "see"}] + [{"type": "image_url", "image_url": {"url": u}} for u in urls]
+    parts = [{"type": "text", "text": "see"}] + [
+        {"type": "image_url", "image_url": {"url": u}} for u in urls
+    ]
     return ChatCompletionRequest(model="m", messages=[{"role": "user", "content": parts}])
 
 
@@ -97,12 +99,27 @@ async def test_decompression_bomb_and_count_and_size_caps():
 def test_address_policy():
     import ipaddress
 
-    for private in ("127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.5", "169.254.169.254", "100.64.0.1",
-                    "0.0.0.0", "224.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"):
+    for private in (
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.0.1",
+        "172.16.5.5",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+    ):
         assert not _is_public(ipaddress.ip_address(private)), private
     for public in ("93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"):
         assert _is_public(ipaddress.ip_address(public)), public
-    policy = HostPolicy.from_settings(Settings(image_fetch_allow_hosts=["10.0.0.0/8", "images.internal"]))
+    policy = HostPolicy.from_settings(
+        Settings(image_fetch_allow_hosts=["10.0.0.0/8", "images.internal"])
+    )
     assert policy.admits("x", ipaddress.ip_address("10.9.9.9"))
     assert policy.admits("images.internal", ipaddress.ip_address("192.168.1.1"))
     assert not policy.admits("x", ipaddress.ip_address("192.168.1.1"))
@@ -112,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
     routes: dict = {}
     hits: list = []
 
-    def do_GET(self):  # noqa: N802 (http.server's name)
+    def do_GET(self):
         self.hits.append((self.path, self.headers.get("Host")))
         status, headers, body = self.routes.get(self.path, (404, {}, b""))
         if status == "stall":

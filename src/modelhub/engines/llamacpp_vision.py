@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import llama_cpp
 import numpy as np
 from llama_cpp import mtmd_cpp
+from llama_cpp._logger import llama_log_callback
 from mistral_common.protocol.instruct.chunk import ImageChunk
 from mistral_common.tokens.tokenizers.image import (
     DATASET_MEAN,
@@ -41,7 +42,7 @@ from modelhub.errors import ModelhubError
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["VisionEncoder", "VisionEncoderError"]
+__all__ = ["ImageKVFullError", "VisionEncoder", "VisionEncoderError"]
 
 # Mistral Small 3.2's vision settings (its params.json; see formats/tekken.py).
 SMALL_3_2_IMAGES = ImageConfig(image_patch_size=14, max_image_size=1540, spatial_merge_size=2)
@@ -49,6 +50,11 @@ SMALL_3_2_IMAGES = ImageConfig(image_patch_size=14, max_image_size=1540, spatial
 
 class VisionEncoderError(ModelhubError):
     """The projector could not be loaded or failed on an image (a server-side fault)."""
+
+
+class ImageKVFullError(VisionEncoderError):
+    """The KV cache had no room for the image's positions (llama_decode's status 1): the
+    engine can free cells (preempt a sequence) and try again."""
 
 
 class VisionEncoder:
@@ -64,6 +70,10 @@ class VisionEncoder:
         n_threads: int,
         image_config: ImageConfig = SMALL_3_2_IMAGES,
     ) -> None:
+        # mtmd logs every step to stderr by default; through llama-cpp-python's callback it
+        # obeys the "llama-cpp-python" logger's level, as llama.cpp's own logs do.
+        mtmd_cpp.mtmd_log_set(llama_log_callback, None)
+        mtmd_cpp.mtmd_helper_log_set(llama_log_callback, None)
         self._vocab = llama_cpp.llama_model_get_vocab(llama_model)
         ids = SpecialImageIDs(
             img=self._control_token("[IMG]"),
@@ -84,7 +94,9 @@ class VisionEncoder:
         params.image_max_tokens = longest_row * longest_row
         self._ctx = mtmd_cpp.mtmd_init_from_file(str(mmproj_path).encode(), llama_model, params)
         if not self._ctx:
-            raise VisionEncoderError(f"llama.cpp could not load the vision projector {mmproj_path}.")
+            raise VisionEncoderError(
+                f"llama.cpp could not load the vision projector {mmproj_path}."
+            )
         if not mtmd_cpp.mtmd_support_vision(self._ctx):
             self.close()
             raise VisionEncoderError(f"{mmproj_path} has no vision encoder.")
@@ -92,7 +104,9 @@ class VisionEncoder:
 
     def _control_token(self, text: str) -> int:
         tokens = (llama_cpp.llama_token * 4)()
-        n = llama_cpp.llama_tokenize(self._vocab, text.encode(), len(text.encode()), tokens, 4, False, True)
+        n = llama_cpp.llama_tokenize(
+            self._vocab, text.encode(), len(text.encode()), tokens, 4, False, True
+        )
         if n != 1:
             raise VisionEncoderError(f"The model's vocabulary has no {text} token.")
         return tokens[0]
@@ -110,7 +124,9 @@ class VisionEncoder:
         """The image as mistral-common prepares it, in 8 bits, and its token count."""
         encoding = self._encoder(ImageChunk(image=image))
         # Undo the normalisation (mtmd applies the same mean/std itself), keep the resize.
-        pixels = encoding.image.transpose(1, 2, 0) * np.asarray(DATASET_STD) + np.asarray(DATASET_MEAN)
+        pixels = encoding.image.transpose(1, 2, 0) * np.asarray(DATASET_STD) + np.asarray(
+            DATASET_MEAN
+        )
         rgb = np.ascontiguousarray(np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8))
         height, width, _ = rgb.shape
         data = rgb.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
@@ -123,7 +139,10 @@ class VisionEncoder:
         self, ctx: llama_cpp.llama_context_p, image: Image, seq_id: int, n_past: int, n_batch: int
     ) -> int:
         """Decode the image's whole span (``[IMG]``... ``[IMG_END]``) into ``seq_id`` at
-        ``n_past``; returns the position after it. No logits are requested."""
+        ``n_past``; returns the position after it. No logits are requested.
+
+        On an error the sequence may hold part of the span: remove its cells from ``n_past``.
+        """
         bitmap, expected = self._bitmap(image)
         chunks = mtmd_cpp.mtmd_input_chunks_init()
         try:
@@ -142,8 +161,17 @@ class VisionEncoder:
             position = llama_cpp.llama_pos(n_past)
             for chunk in selected:
                 rc = mtmd_cpp.mtmd_helper_eval_chunk_single(
-                    self._ctx, ctx, chunk, position.value, seq_id, n_batch, False, ctypes.byref(position)
+                    self._ctx,
+                    ctx,
+                    chunk,
+                    position.value,
+                    seq_id,
+                    n_batch,
+                    False,
+                    ctypes.byref(position),
                 )
+                if rc == 1:
+                    raise ImageKVFullError("The KV cache has no room for the image.")
                 if rc != 0:
                     raise VisionEncoderError(f"llama.cpp failed to evaluate the image (code {rc}).")
             return position.value
@@ -157,9 +185,11 @@ class VisionEncoder:
         selected = []
         for i in range(mtmd_cpp.mtmd_input_chunks_size(chunks)):
             chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, i)
-            if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_IMAGE:
-                selected.append(chunk)
-            elif selected and mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk) > 0:
+            if (
+                mtmd_cpp.mtmd_input_chunk_get_type(chunk) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_IMAGE
+                or selected
+                and mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk) > 0
+            ):
                 selected.append(chunk)
         return selected
 

@@ -121,7 +121,10 @@ class MistralFormat:
                 converted.append(self._assistant(message))
             elif isinstance(message, ToolMessage):
                 converted.append(
-                    MTool(content=message_text(message.content), tool_call_id=mistral_tool_id(message.tool_call_id))
+                    MTool(
+                        content=message_text(message.content),
+                        tool_call_id=mistral_tool_id(message.tool_call_id),
+                    )
                 )
         return converted
 
@@ -149,10 +152,13 @@ class MistralFormat:
         ]
         return converted, choice
 
-    def _grammar(self, request: ChatCompletionRequest, tools: list[Tool] | None, choice: ToolChoiceEnum) -> str | None:
+    def _grammar(
+        self, request: ChatCompletionRequest, tools: list[Tool] | None, choice: ToolChoiceEnum
+    ) -> str | None:
         if tools and choice == ToolChoiceEnum.required:
             return forced_call_grammar(
-                {t.function.name: t.function.parameters for t in tools}, parallel=request.parallel_tool_calls
+                {t.function.name: t.function.parameters for t in tools},
+                parallel=request.parallel_tool_calls,
             )
         return response_format_grammar(request.response_format)
 
@@ -168,7 +174,9 @@ class MistralFormat:
             )
             tokenized = self._tokenizer.encode_chat_completion(mistral_request)
         except (MistralCommonException, ValueError) as exc:
-            raise InvalidRequestError(f"The conversation cannot be encoded for this model: {exc}", param="messages") from exc
+            raise InvalidRequestError(
+                f"The conversation cannot be encoded for this model: {exc}", param="messages"
+            ) from exc
         ids = list(tokenized.tokens)
         return EncodedPrompt(
             token_ids=ids,
@@ -196,4 +204,6 @@ class MistralFormat:
         )
 
     def output_parser(self, request: ChatCompletionRequest) -> MistralToolParser:
-        return MistralToolParser(tools_enabled=bool(request.tools) and request.tool_choice != "none")
+        return MistralToolParser(
+            tools_enabled=bool(request.tools) and request.tool_choice != "none"
+        )

@@ -1,4 +1,5 @@
-"""Mistral tool calls (Tekken v11): ``[TOOL_CALLS]name[ARGS]{json}``, one or several.
+"""Mistral tool calls (Tekken v11): ``[TOOL_CALLS]name[ARGS]{json}``, one or several
+(optionally ``name[CALL_ID]id[ARGS]``, as mistral-common writes past calls).
 
 The parser turns a stream of generated text into OpenAI content and tool-call deltas: the
 head of a call (index, id, name) as soon as its name is complete, then argument fragments.
@@ -18,10 +19,12 @@ from llama_cpp.llama_grammar import SchemaConverter
 from modelhub.formats.base import ContentDelta, OutputDelta, ParsedOutput, ToolCallDelta
 from modelhub.schemas.chat import FunctionCall, ToolCall
 
-__all__ = ["MistralToolParser", "forced_call_grammar", "TOOL_CALLS", "ARGS"]
+__all__ = ["ARGS", "TOOL_CALLS", "MistralToolParser", "forced_call_grammar"]
 
 TOOL_CALLS = "[TOOL_CALLS]"
 ARGS = "[ARGS]"
+# mistral-common's v11 encoder writes past calls as name[CALL_ID]id[ARGS]; a model may too.
+CALL_ID = "[CALL_ID]"
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ID_CHARS = string.ascii_letters + string.digits
 
@@ -87,14 +90,18 @@ class MistralToolParser:
         if at < 0:
             self._broken = len(self._held) > 80  # no name is that long: not a call
             return [], False
-        name, self._held = self._held[:at].strip(), self._held[at + len(ARGS) :]
+        head, self._held = self._held[:at].strip(), self._held[at + len(ARGS) :]
+        name, _, given_id = head.partition(CALL_ID)
         if not _NAME.match(name):
             self._broken = True
             return [], False
-        call = {"id": _new_call_id(), "name": name, "arguments": ""}
+        call_id = given_id if len(given_id) == 9 and given_id.isalnum() else _new_call_id()
+        call = {"id": call_id, "name": name, "arguments": ""}
         self._calls.append(call)
         self._mode = "args"
-        return [ToolCallDelta(index=len(self._calls) - 1, id=call["id"], name=name, arguments="")], True
+        return [
+            ToolCallDelta(index=len(self._calls) - 1, id=call["id"], name=name, arguments="")
+        ], True
 
     def _args_step(self) -> tuple[list[OutputDelta], bool]:
         piece, found = self._take_until_marker()
@@ -122,7 +129,9 @@ class MistralToolParser:
             deltas=[ToolCallDelta(index=index, arguments=tail)] if tail else [],
             content="".join(self._content).strip() or None,
             tool_calls=[
-                ToolCall(id=c["id"], function=FunctionCall(name=c["name"], arguments=c["arguments"]))
+                ToolCall(
+                    id=c["id"], function=FunctionCall(name=c["name"], arguments=c["arguments"])
+                )
                 for c in self._calls
             ],
         )
@@ -133,7 +142,9 @@ def forced_call_grammar(tools: dict[str, dict], *, parallel: bool) -> str:
     converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     alternatives = []
     for i, (name, schema) in enumerate(tools.items()):
-        rule = converter.visit(converter.resolve_refs(schema or {"type": "object"}, name), f"args{i}")
+        rule = converter.visit(
+            converter.resolve_refs(schema or {"type": "object"}, name), f"args{i}"
+        )
         alternatives.append(f'"{name}" "{ARGS}" {rule}')
     converter._add_rule("call", " | ".join(f"( {a} )" for a in alternatives))
     repeat = f' ( "{TOOL_CALLS}" call )*' if parallel else ""

@@ -20,7 +20,7 @@ import httpx
 from modelhub.errors import InvalidImageError
 from modelhub.settings import Settings
 
-__all__ = ["fetch_image_bytes", "HostPolicy"]
+__all__ = ["HostPolicy", "fetch_image_bytes"]
 
 _SCHEMES = {"http": 80, "https": 443}
 _MAX_REDIRECTS = 3
@@ -82,7 +82,9 @@ async def _checked_target(url: str, policy: HostPolicy, location: str) -> tuple[
     try:
         addresses = await _resolve(host, port)
     except OSError:
-        raise InvalidImageError(f"The image host '{host}' could not be resolved.", param=location) from None
+        raise InvalidImageError(
+            f"The image host '{host}' could not be resolved.", param=location
+        ) from None
     refused = [a for a in addresses if not policy.admits(host, a)]
     if not addresses or refused:
         raise InvalidImageError(
@@ -101,25 +103,35 @@ async def _checked_target(url: str, policy: HostPolicy, location: str) -> tuple[
 async def _read_capped(response: httpx.Response, cap: int, location: str) -> bytes:
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > cap:
-        raise InvalidImageError(f"The image is larger than this hub's limit of {cap} bytes.", param=location)
+        raise InvalidImageError(
+            f"The image is larger than this hub's limit of {cap} bytes.", param=location
+        )
     body = bytearray()
     async for chunk in response.aiter_bytes():
         body += chunk
         if len(body) > cap:
-            raise InvalidImageError(f"The image is larger than this hub's limit of {cap} bytes.", param=location)
+            raise InvalidImageError(
+                f"The image is larger than this hub's limit of {cap} bytes.", param=location
+            )
     return bytes(body)
 
 
 async def fetch_image_bytes(url: str, settings: Settings, location: str) -> bytes:
     policy = HostPolicy.from_settings(settings)
-    timeout = httpx.Timeout(settings.image_fetch_timeout_s, connect=settings.image_connect_timeout_s)
+    timeout = httpx.Timeout(
+        settings.image_fetch_timeout_s, connect=settings.image_connect_timeout_s
+    )
     try:
         with anyio.fail_after(settings.image_fetch_timeout_s):
-            async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+            async with httpx.AsyncClient(
+                timeout=timeout, follow_redirects=False, trust_env=False
+            ) as client:
                 for _ in range(_MAX_REDIRECTS + 1):
                     target, host_header, sni = await _checked_target(url, policy, location)
                     request = client.build_request(
-                        "GET", target, headers={"Host": host_header, "Accept": "image/*"},
+                        "GET",
+                        target,
+                        headers={"Host": host_header, "Accept": "image/*"},
                         extensions={"sni_hostname": sni},
                     )
                     response = await client.send(request, stream=True)
@@ -129,9 +141,12 @@ async def fetch_image_bytes(url: str, settings: Settings, location: str) -> byte
                             continue
                         if response.status_code != 200:
                             raise InvalidImageError(
-                                f"Fetching the image failed with status {response.status_code}.", param=location
+                                f"Fetching the image failed with status {response.status_code}.",
+                                param=location,
                             )
-                        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                        kind = (
+                            response.headers.get("content-type", "").split(";")[0].strip().lower()
+                        )
                         if not kind.startswith("image/"):
                             raise InvalidImageError(
                                 f"The image URL returned '{kind or 'no content type'}', not an image.",
@@ -143,5 +158,9 @@ async def fetch_image_bytes(url: str, settings: Settings, location: str) -> byte
     except TimeoutError:
         raise InvalidImageError("Fetching the image timed out.", param=location) from None
     except httpx.HTTPError as exc:
-        raise InvalidImageError(f"Fetching the image failed: {type(exc).__name__}.", param=location) from None
-    raise InvalidImageError(f"The image URL redirected more than {_MAX_REDIRECTS} times.", param=location)
+        raise InvalidImageError(
+            f"Fetching the image failed: {type(exc).__name__}.", param=location
+        ) from None
+    raise InvalidImageError(
+        f"The image URL redirected more than {_MAX_REDIRECTS} times.", param=location
+    )

@@ -15,9 +15,12 @@ from modelhub.media.fetch import fetch_image_bytes
 from modelhub.schemas.chat import ChatCompletionRequest, ImagePart
 from modelhub.settings import Settings
 
-__all__ = ["load_images", "decode_image", "image_parts"]
+__all__ = ["decode_image", "image_parts", "load_images"]
 
-_DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,(?P<data>.*)$", re.S)
+_DATA_URI = re.compile(
+    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,(?P<data>.*)$",
+    re.DOTALL,
+)
 
 
 def image_parts(request: ChatCompletionRequest) -> list[tuple[str, ImagePart]]:
@@ -34,14 +37,19 @@ def image_parts(request: ChatCompletionRequest) -> list[tuple[str, ImagePart]]:
 def _data_uri_bytes(uri: str, settings: Settings, location: str) -> bytes:
     match = _DATA_URI.match(uri)
     if match is None or not match.group("b64"):
-        raise InvalidImageError("A data URI image must be 'data:image/<type>;base64,<data>'.", param=location)
+        raise InvalidImageError(
+            "A data URI image must be 'data:image/<type>;base64,<data>'.", param=location
+        )
     mime = (match.group("mime") or "").lower()
     if not mime.startswith("image/"):
-        raise InvalidImageError(f"The data URI says '{mime or 'no type'}', not an image type.", param=location)
+        raise InvalidImageError(
+            f"The data URI says '{mime or 'no type'}', not an image type.", param=location
+        )
     data = match.group("data")
     if len(data) * 3 // 4 > settings.max_image_bytes:
         raise InvalidImageError(
-            f"The image is larger than this hub's limit of {settings.max_image_bytes} bytes.", param=location
+            f"The image is larger than this hub's limit of {settings.max_image_bytes} bytes.",
+            param=location,
         )
     try:
         return base64.b64decode(data, validate=True)
@@ -67,7 +75,9 @@ def decode_image(data: bytes, settings: Settings, location: str) -> Image.Image:
     except InvalidImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidImageError("The data is not an image this hub can read, or is too large.", param=location) from None
+        raise InvalidImageError(
+            "The data is not an image this hub can read, or is too large.", param=location
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImageError(f"The image could not be decoded: {exc}.", param=location) from None
     return image

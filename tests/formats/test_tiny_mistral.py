@@ -1,0 +1,159 @@
+"""The tiny random Mistral Small 3.2 GGUF + projector: llama.cpp loads both, tokenizes as
+mistral-common does, and fills exactly the positions mistral-common counts for an image."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import io
+import logging
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+import pytest
+from mistral_common.protocol.instruct.chunk import ImageChunk, TextChunk
+from mistral_common.protocol.instruct.messages import UserMessage
+from mistral_common.protocol.instruct.request import ChatCompletionRequest
+from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+from PIL import Image
+
+from modelhub.engines.llamacpp_vision import ImageKVFullError, VisionEncoder
+
+SCRIPT = Path(__file__).parents[2] / "scripts" / "make_tiny_mistral.py"
+CACHE = Path.home() / ".cache" / "modelhub" / "tiny-mistral"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("make_tiny_mistral", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return _script().make_tiny_mistral(CACHE)
+
+
+def _context(model, n_ctx: int):
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = n_ctx, 512, 512, 4
+    params.n_threads = params.n_threads_batch = 2
+    params.kv_unified = True  # as the engine runs it: sequences share the cells
+    return llama_cpp.llama_init_from_model(model, params)
+
+
+@pytest.fixture(scope="module")
+def llama(tiny):
+    """(model, context) through the low-level API, as the embedded engine holds them."""
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    llama_cpp.llama_backend_init()
+    model = llama_cpp.llama_model_load_from_file(
+        str(tiny[0]).encode(), llama_cpp.llama_model_default_params()
+    )
+    ctx = _context(model, 4096)
+    yield model, ctx
+    llama_cpp.llama_free(ctx)
+    llama_cpp.llama_model_free(model)
+
+
+@pytest.fixture(scope="module")
+def vision(tiny, llama):
+    with VisionEncoder(tiny[1], llama[0], n_threads=2) as encoder:
+        yield encoder
+
+
+def test_the_gguf_loads_and_tokenizes_like_mistral_common(tiny):
+    gguf_path, _, tekken = tiny
+    text = "Hello, world! Héllo 1234 ünïcödé [TOOL_CALLS] not special in user text\n\tend"
+    found = _script().check_tiny_mistral(gguf_path, tekken, text)
+    assert found["llama_cpp"] == found["mistral_common"]
+    assert found["n_vocab"] == 131_072
+    assert found["eos"] == 2
+    # The engine passes text with control tokens rendered, so the output parser sees them.
+    assert found["controls"] == {name: name for name in found["controls"]}
+
+
+def test_generation_reuses_the_cached_files(tiny):
+    again = _script().make_tiny_mistral(CACHE)
+    assert again == tiny
+    assert all(path.exists() for path in again)
+
+
+def _seed_ico() -> Image.Image:
+    """The seed's image: an ICO whose largest frame is 96x96 (dark blue, one white line)."""
+    image = Image.new("RGBA", (96, 96), (0, 0, 100, 255))
+    image.paste((255, 255, 255, 255), (20, 10, 22, 86))
+    buf = io.BytesIO()
+    image.save(buf, format="ICO", sizes=[(s, s) for s in (16, 24, 32, 48, 64, 72, 96)])
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
+def _mistral_common_image_tokens(tekken: Path, image: Image.Image) -> int:
+    tokenizer = MistralTokenizer.from_file(str(tekken))
+    with_image = tokenizer.encode_chat_completion(
+        ChatCompletionRequest(
+            messages=[UserMessage(content=[TextChunk(text="x"), ImageChunk(image=image)])]
+        )
+    )
+    without = tokenizer.encode_chat_completion(
+        ChatCompletionRequest(messages=[UserMessage(content=[TextChunk(text="x")])])
+    )
+    return len(with_image.tokens) - len(without.tokens)
+
+
+def _clear(ctx, seq_id: int) -> None:
+    llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), seq_id, -1, -1)
+
+
+@pytest.mark.parametrize("size", [(96, 96), (16, 16), (300, 200), (57, 1000), (1600, 900)])
+def test_an_image_fills_exactly_the_positions_mistral_common_counts(tiny, llama, vision, size):
+    _, ctx = llama
+    image = _seed_ico() if size == (96, 96) else Image.new("RGB", size, (10, 200, 30))
+    expected = _mistral_common_image_tokens(tiny[2], image)
+    assert vision.n_tokens(image) == expected
+    _clear(ctx, 1)
+    n_past = vision.eval_image(ctx, image, seq_id=1, n_past=7, n_batch=512)
+    assert n_past == 7 + expected
+    assert llama_cpp.llama_memory_seq_pos_max(llama_cpp.llama_get_memory(ctx), 1) == n_past - 1
+
+
+def _next_token_logits(ctx, model, seq_id: int, n_past: int, token: int) -> np.ndarray:
+    batch = llama_cpp.llama_batch_init(1, 0, 1)
+    try:
+        batch.n_tokens = 1
+        batch.token[0], batch.pos[0], batch.n_seq_id[0] = token, n_past, 1
+        batch.seq_id[0][0], batch.logits[0] = seq_id, True
+        assert llama_cpp.llama_decode(ctx, batch) == 0
+        n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
+        logits = llama_cpp.llama_get_logits_ith(ctx, 0)
+        return np.ctypeslib.as_array(
+            ctypes.cast(logits, ctypes.POINTER(ctypes.c_float)), (n_vocab,)
+        ).copy()
+    finally:
+        llama_cpp.llama_batch_free(batch)
+
+
+def test_an_image_without_room_in_the_kv_cache_says_so(llama, vision):
+    small = _context(llama[0], 1024)
+    try:
+        with pytest.raises(ImageKVFullError):  # 55 rows of 55 + 1: 3,080 positions
+            vision.eval_image(
+                small, Image.new("RGB", (1540, 1540)), seq_id=0, n_past=0, n_batch=512
+            )
+    finally:
+        llama_cpp.llama_free(small)
+
+
+def test_the_image_reaches_the_model(llama, vision):
+    """Different pixels, different next-token logits: the embeddings are really decoded."""
+    model, ctx = llama
+    logits = []
+    for colour in ((250, 0, 0), (0, 0, 250)):
+        _clear(ctx, 2)
+        n_past = vision.eval_image(
+            ctx, Image.new("RGB", (64, 64), colour), seq_id=2, n_past=0, n_batch=512
+        )
+        logits.append(_next_token_logits(ctx, model, 2, n_past, token=4))
+    assert not np.allclose(logits[0], logits[1])
