@@ -157,3 +157,154 @@ def test_the_image_reaches_the_model(llama, vision):
         )
         logits.append(_next_token_logits(ctx, model, 2, n_past, token=4))
     assert not np.allclose(logits[0], logits[1])
+
+
+def _decode_text(ctx, tokens: list[int], seq_id: int, n_past: int) -> int:
+    batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
+    try:
+        batch.n_tokens = len(tokens)
+        for i, token in enumerate(tokens):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, n_past + i, 1
+            batch.seq_id[i][0], batch.logits[i] = seq_id, i == len(tokens) - 1
+        assert llama_cpp.llama_decode(ctx, batch) == 0
+    finally:
+        llama_cpp.llama_batch_free(batch)
+    return n_past + len(tokens)
+
+
+def test_a_prompt_with_images_decodes_to_exactly_its_token_count(tiny, llama, vision):
+    """The engine's walk: text ids up to each PromptImage, the image, the rest. Two images
+    side by side in one message, one in a later turn."""
+    from modelhub.formats.mistral import MistralFormat
+    from modelhub.schemas.chat import ChatCompletionRequest as Request
+
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    request = Request(
+        model="m",
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "Compare"}, image, image]},
+            {"role": "assistant", "content": "Two squares."},
+            {"role": "user", "content": [image, {"type": "text", "text": "And this?"}]},
+        ],
+    )
+    images = {
+        "messages[0].content[1]": Image.new("RGB", (100, 60), (200, 0, 0)),
+        "messages[0].content[2]": Image.new("RGB", (20, 20), (0, 200, 0)),
+        "messages[2].content[0]": _seed_ico(),
+    }
+    prompt = MistralFormat(tiny[2], CACHE).encode(request, images)
+    assert [p.location for p in prompt.images] == list(images)
+    assert sum(p.n_tokens for p in prompt.images) == prompt.image_tokens
+    assert [p.n_tokens for p in prompt.images] == [vision.n_tokens(i) for i in images.values()]
+
+    _, ctx = llama
+    _clear(ctx, 0)
+    n_past = 0
+    for placed in prompt.images:
+        if placed.offset > n_past:
+            n_past = _decode_text(ctx, prompt.token_ids[n_past : placed.offset], 0, n_past)
+        n_past = vision.eval_image(ctx, placed.image, seq_id=0, n_past=n_past, n_batch=512)
+        assert n_past == placed.offset + placed.n_tokens
+    n_past = _decode_text(ctx, prompt.token_ids[n_past:], 0, n_past)
+    assert n_past == prompt.prompt_tokens
+    assert llama_cpp.llama_memory_seq_pos_max(llama_cpp.llama_get_memory(ctx), 0) == n_past - 1
+    _clear(ctx, 0)
+
+
+def _generate(model, ctx, prompt: list[int], grammar: str, max_tokens: int = 200) -> list[int]:
+    """Greedy decoding under the grammar with the engine's own sampler chain."""
+    from modelhub.engines.base import SamplingParams
+    from modelhub.engines.llamacpp_sequence import SamplerChain
+
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, grammar=grammar)
+    chain = SamplerChain(vocab, llama_cpp.llama_vocab_n_tokens(vocab), params, top_k=0)
+    try:
+        _clear(ctx, 0)
+        n_past = _decode_text(ctx, prompt, 0, 0)
+        out = []
+        for _ in range(max_tokens):
+            token = chain.sample(ctx, -1)
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                return out
+            out.append(token)
+            n_past = _decode_text(ctx, [token], 0, n_past)
+        raise AssertionError(f"the grammar did not end the output in {max_tokens} tokens")
+    finally:
+        chain.free()
+        _clear(ctx, 0)
+
+
+def _render(model, tokens: list[int]) -> list[str]:
+    from modelhub.engines.llamacpp_sequence import PieceDecoder
+
+    decoder = PieceDecoder(llama_cpp.llama_model_get_vocab(model))
+    return [decoder.decode(t) for t in tokens]
+
+
+CITY = {
+    "type": "object",
+    "properties": {
+        "city": {"enum": ["Paris", "Rome", "Oslo"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 9},
+        "metric": {"type": "boolean"},
+    },
+    "required": ["city", "days", "metric"],
+    "additionalProperties": False,
+}
+
+
+def test_json_schema_output_parses_and_validates(tiny, llama):
+    import json
+
+    import jsonschema
+
+    from modelhub.formats.mistral import MistralFormat
+    from modelhub.schemas.chat import ChatCompletionRequest as Request
+
+    model, ctx = llama
+    fmt = MistralFormat(tiny[2], CACHE)
+    request = Request(
+        model="m",
+        messages=[{"role": "user", "content": "Plan a trip."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "trip", "schema": CITY}},
+    )
+    prompt = fmt.encode(request, {})
+    text = "".join(_render(model, _generate(model, ctx, prompt.token_ids, prompt.grammar)))
+    jsonschema.validate(json.loads(text), CITY)
+
+
+def test_a_forced_tool_call_parses_into_valid_arguments(tiny, llama):
+    """(With parallel calls allowed, a random model never stops calling: one call here.)"""
+    import json
+
+    import jsonschema
+
+    from modelhub.formats.mistral import MistralFormat
+    from modelhub.schemas.chat import ChatCompletionRequest as Request
+
+    model, ctx = llama
+    fmt = MistralFormat(tiny[2], CACHE)
+    tools = [
+        {"type": "function", "function": {"name": "plan_trip", "parameters": CITY}},
+        {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
+    ]
+    request = Request(
+        model="m",
+        messages=[{"role": "user", "content": "Plan a trip."}],
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "plan_trip"}},
+        parallel_tool_calls=False,
+    )
+    prompt = fmt.encode(request, {})
+    tokens = _generate(model, ctx, prompt.token_ids, prompt.grammar)
+    pieces = _render(model, tokens)
+    assert pieces[0] == "[TOOL_CALLS]" and "[ARGS]" in pieces  # control tokens, not spelled
+    parser = fmt.output_parser(request)
+    for piece in pieces:
+        parser.feed(piece)
+    done = parser.finish()
+    [call] = done.tool_calls
+    assert call.function.name == "plan_trip"
+    assert len(call.id) == 9 and call.id.isalnum()
+    jsonschema.validate(json.loads(call.function.arguments), CITY)

@@ -6,6 +6,7 @@ import base64
 import io
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 from PIL import Image
@@ -126,8 +127,8 @@ def test_address_policy():
 
 
 class _Handler(BaseHTTPRequestHandler):
-    routes: dict = {}
-    hits: list = []
+    routes: ClassVar[dict] = {}
+    hits: ClassVar[list] = []
 
     def do_GET(self):
         self.hits.append((self.path, self.headers.get("Host")))

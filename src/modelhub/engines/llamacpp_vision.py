@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ctypes
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import llama_cpp
 import numpy as np
@@ -82,16 +82,15 @@ class VisionEncoder:
         )
         self._encoder = ImageEncoder(image_config, ids)
         merged_patch = image_config.image_patch_size * image_config.spatial_merge_size
-        longest_row = -(-image_config.max_image_size // merged_patch)
+        max_side_tokens = -(-image_config.max_image_size // merged_patch)  # 55 for 1540 px
 
         params = mtmd_cpp.mtmd_context_params_default()
-        params.use_gpu = False
         params.print_timings = False
         params.n_threads = n_threads
-        params.warmup = False  # a warmup encodes a 1,024-token dummy image: seconds on CPU
+        params.warmup = False  # it encodes a dummy image at load: seconds on CPU, no use here
         # Let mtmd take any grid mistral-common produces (see the module docstring).
         params.image_min_tokens = 1
-        params.image_max_tokens = longest_row * longest_row
+        params.image_max_tokens = max_side_tokens * max_side_tokens
         self._ctx = mtmd_cpp.mtmd_init_from_file(str(mmproj_path).encode(), llama_model, params)
         if not self._ctx:
             raise VisionEncoderError(
@@ -193,7 +192,7 @@ class VisionEncoder:
                 selected.append(chunk)
         return selected
 
-    def __enter__(self) -> VisionEncoder:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

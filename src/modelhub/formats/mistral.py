@@ -85,6 +85,9 @@ class MistralFormat:
             inner.get_special_token(t)
             for t in (SpecialTokens.img, SpecialTokens.img_break, SpecialTokens.img_end)
         }
+        self._img_end = inner.get_special_token(SpecialTokens.img_end)
+        self._tool_calls_token = inner.get_special_token(SpecialTokens.tool_calls)
+        self._args_token = inner.get_special_token(SpecialTokens.args)
 
     # Request -> mistral-common --------------------------------------------------------
     @staticmethod
@@ -136,7 +139,13 @@ class MistralFormat:
         choice = ToolChoiceEnum.auto
         if isinstance(request.tool_choice, NamedToolChoice):
             # Only the named function is offered, and a call is required.
-            tools = [t for t in tools if t.function.name == request.tool_choice.function.name]
+            name = request.tool_choice.function.name
+            tools = [t for t in tools if t.function.name == name]
+            if not tools:
+                raise InvalidRequestError(
+                    f"tool_choice names the function '{name}', which is not among the tools.",
+                    param="tool_choice.function.name",
+                )
             choice = ToolChoiceEnum.required
         elif request.tool_choice == "required":
             choice = ToolChoiceEnum.required
@@ -159,6 +168,8 @@ class MistralFormat:
             return forced_call_grammar(
                 {t.function.name: t.function.parameters for t in tools},
                 parallel=request.parallel_tool_calls,
+                tool_calls_token=self._tool_calls_token,
+                args_token=self._args_token,
             )
         return response_format_grammar(request.response_format)
 
@@ -188,14 +199,14 @@ class MistralFormat:
     def _placed_images(
         self, ids: list[int], request: ChatCompletionRequest, images: Mapping[str, Image]
     ) -> tuple[PromptImage, ...]:
-        """Where each image's run of [IMG]/[IMG_BREAK]/[IMG_END] tokens sits in the prompt."""
+        """Where each image's run of [IMG]/[IMG_BREAK]/[IMG_END] tokens sits in the prompt.
+        A run ends at its [IMG_END]: images side by side in one message touch."""
         runs, start = [], None
-        for position, token in enumerate(ids + [-1]):
-            inside = token in self._image_ids
-            if inside and start is None:
+        for position, token in enumerate(ids):
+            if token in self._image_ids and start is None:
                 start = position
-            elif not inside and start is not None:
-                runs.append((start, position - start))
+            if token == self._img_end:
+                runs.append((start, position + 1 - start))
                 start = None
         ordered = [loc for loc in images]  # load_images keeps request order
         return tuple(
@@ -205,5 +216,6 @@ class MistralFormat:
 
     def output_parser(self, request: ChatCompletionRequest) -> MistralToolParser:
         return MistralToolParser(
-            tools_enabled=bool(request.tools) and request.tool_choice != "none"
+            tools_enabled=bool(request.tools) and request.tool_choice != "none",
+            parallel=request.parallel_tool_calls,
         )

@@ -14,9 +14,9 @@ import re
 import secrets
 import string
 
-from llama_cpp.llama_grammar import SchemaConverter
-
+from modelhub.errors import InvalidRequestError
 from modelhub.formats.base import ContentDelta, OutputDelta, ParsedOutput, ToolCallDelta
+from modelhub.formats.grammar import SchemaGrammar
 from modelhub.schemas.chat import FunctionCall, ToolCall
 
 __all__ = ["ARGS", "TOOL_CALLS", "MistralToolParser", "forced_call_grammar"]
@@ -43,11 +43,13 @@ def _partial_suffix(text: str, marker: str) -> int:
 
 
 class MistralToolParser:
-    def __init__(self, *, tools_enabled: bool):
+    def __init__(self, *, tools_enabled: bool, parallel: bool = True):
         self._enabled = tools_enabled
+        # parallel_tool_calls=false: the first call is the answer; later ones are dropped.
+        self._parallel = parallel
         self._raw: list[str] = []
         self._held = ""  # text not yet emitted: a possible marker, or an unfinished name
-        self._mode = "content"  # content -> name -> args -> name -> args ...
+        self._mode = "content"  # content -> name -> args -> name -> args ... (-> done)
         self._content: list[str] = []
         self._calls: list[dict] = []
         self._broken = False
@@ -60,7 +62,12 @@ class MistralToolParser:
         deltas: list[OutputDelta] = []
         progressed = True
         while progressed and not self._broken:
-            step = {"content": self._content_step, "name": self._name_step, "args": self._args_step}
+            step = {
+                "content": self._content_step,
+                "name": self._name_step,
+                "args": self._args_step,
+                "done": self._done_step,
+            }
             emitted, progressed = step[self._mode]()
             deltas.extend(emitted)
         return deltas
@@ -88,13 +95,13 @@ class MistralToolParser:
     def _name_step(self) -> tuple[list[OutputDelta], bool]:
         at = self._held.find(ARGS)
         if at < 0:
-            self._broken = len(self._held) > 80  # no name is that long: not a call
+            if len(self._held) > 80:  # no name is that long: not a call
+                return self._give_up(), False
             return [], False
-        head, self._held = self._held[:at].strip(), self._held[at + len(ARGS) :]
-        name, _, given_id = head.partition(CALL_ID)
+        name, _, given_id = self._held[:at].strip().partition(CALL_ID)
         if not _NAME.match(name):
-            self._broken = True
-            return [], False
+            return self._give_up(), False
+        self._held = self._held[at + len(ARGS) :]
         call_id = given_id if len(given_id) == 9 and given_id.isalnum() else _new_call_id()
         call = {"id": call_id, "name": name, "arguments": ""}
         self._calls.append(call)
@@ -103,19 +110,34 @@ class MistralToolParser:
             ToolCallDelta(index=len(self._calls) - 1, id=call["id"], name=name, arguments="")
         ], True
 
+    def _give_up(self) -> list[OutputDelta]:
+        """Not a call after all: what was held back, marker included, goes out as content
+        (a streaming client sees the same text as a non-streaming one)."""
+        self._broken = True
+        text, self._held = TOOL_CALLS + self._held, ""
+        return [ContentDelta(text)]
+
     def _args_step(self) -> tuple[list[OutputDelta], bool]:
         piece, found = self._take_until_marker()
         if found:
-            self._mode = "name"
+            self._mode = "name" if self._parallel else "done"
         self._calls[-1]["arguments"] += piece
         index = len(self._calls) - 1
         return ([ToolCallDelta(index=index, arguments=piece)] if piece else []), found
 
+    def _done_step(self) -> tuple[list[OutputDelta], bool]:
+        self._held = ""
+        return [], False
+
     def finish(self) -> ParsedOutput:
         raw = "".join(self._raw)
+        if self._mode == "done":
+            self._mode = "args"  # the first call is complete; what followed is dropped
         if not self._enabled or not self._calls or self._broken or self._mode != "args":
             # No calls, or something that only looked like one: it is all content.
-            tail = self._held if self._enabled and not self._broken and not self._calls else ""
+            tail = ""
+            if self._enabled and not self._broken and not self._calls:
+                tail = (TOOL_CALLS if self._mode == "name" else "") + self._held
             return ParsedOutput(deltas=[ContentDelta(tail)] if tail else [], content=raw)
         tail, self._held = self._held, ""
         self._calls[-1]["arguments"] += tail
@@ -137,16 +159,27 @@ class MistralToolParser:
         )
 
 
-def forced_call_grammar(tools: dict[str, dict], *, parallel: bool) -> str:
-    """GBNF for ``[TOOL_CALLS]name[ARGS]{args matching name's schema}`` (one or more)."""
-    converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+def forced_call_grammar(
+    tools: dict[str, dict], *, parallel: bool, tool_calls_token: int, args_token: int
+) -> str:
+    """GBNF for ``[TOOL_CALLS]name[ARGS]{args matching name's schema}`` (one or more).
+
+    The markers are matched as the control tokens (llama.cpp's ``<[id]>``), as the model
+    was trained to write them: as text, a grammar would also admit them spelled out in
+    ordinary tokens (``[T`` ``OO`` ``L``...), which a weak model happily does.
+    """
+    calls, args = f"<[{tool_calls_token}]>", f"<[{args_token}]>"
+    converter = SchemaGrammar()
     alternatives = []
     for i, (name, schema) in enumerate(tools.items()):
-        rule = converter.visit(
-            converter.resolve_refs(schema or {"type": "object"}, name), f"args{i}"
-        )
-        alternatives.append(f'"{name}" "{ARGS}" {rule}')
+        try:
+            rule = converter.rule(schema or {"type": "object"}, f"args{i}")
+        except Exception as exc:  # the converter raises bare Exceptions and asserts
+            raise InvalidRequestError(
+                f"Unsupported JSON schema for the parameters of '{name}': {exc}", param="tools"
+            ) from exc
+        alternatives.append(f'"{name}" {args} {rule}')
     converter._add_rule("call", " | ".join(f"( {a} )" for a in alternatives))
-    repeat = f' ( "{TOOL_CALLS}" call )*' if parallel else ""
-    converter._add_rule("root", f'"{TOOL_CALLS}" call{repeat}')
+    repeat = f" ( {calls} call )*" if parallel else ""
+    converter._add_rule("root", f"{calls} call{repeat}")
     return converter.format_grammar()

@@ -6,8 +6,8 @@ import base64
 import binascii
 import io
 import re
-import warnings
 
+import anyio
 from PIL import Image, UnidentifiedImageError
 
 from modelhub.errors import InvalidImageError
@@ -59,22 +59,22 @@ def _data_uri_bytes(uri: str, settings: Settings, location: str) -> bytes:
 
 def decode_image(data: bytes, settings: Settings, location: str) -> Image.Image:
     """Decode fully (so truncation shows now), after checking the pixel count from the
-    header alone (so a decompression bomb is never expanded)."""
+    header alone (so a decompression bomb is never expanded). Our cap is checked before
+    Pillow's own (a warning only past 89 Mpx), so no process-wide warnings filter is needed,
+    which would not be thread-safe."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size  # ICO: the largest frame; GIF: the first frame
-            if width * height > settings.max_image_pixels:
-                raise InvalidImageError(
-                    f"The image is {width}x{height} pixels, over this hub's limit of "
-                    f"{settings.max_image_pixels} pixels.",
-                    param=location,
-                )
-            image.load()
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size  # ICO: the largest frame; GIF: the first frame
+        if width * height > settings.max_image_pixels:
+            raise InvalidImageError(
+                f"The image is {width}x{height} pixels, over this hub's limit of "
+                f"{settings.max_image_pixels} pixels.",
+                param=location,
+            )
+        image.load()
     except InvalidImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (UnidentifiedImageError, Image.DecompressionBombError):
         raise InvalidImageError(
             "The data is not an image this hub can read, or is too large.", param=location
         ) from None
@@ -98,5 +98,6 @@ async def load_images(request: ChatCompletionRequest, settings: Settings) -> dic
             data = _data_uri_bytes(url, settings, location)
         else:
             data = await fetch_image_bytes(url, settings, location)
-        images[location] = decode_image(data, settings, location)
+        # Decoding a large image takes up to a second of CPU: not on the event loop.
+        images[location] = await anyio.to_thread.run_sync(decode_image, data, settings, location)
     return images
