@@ -27,6 +27,7 @@ import llama_cpp
 
 from modelhub.engines.base import EngineEvent, EngineStats, FinishEvent, GenerationJob
 from modelhub.engines.llamacpp_sequence import PieceDecoder, SamplerChain, Sequence
+from modelhub.engines.llamacpp_vision import ImageKVFullError, VisionEncoder, VisionEncoderError
 from modelhub.errors import EngineOverloadedError, InvalidRequestError, ModelhubError
 
 __all__ = ["LlamaCppEngine", "LlamaTokenizer", "StepObserver"]
@@ -80,9 +81,12 @@ class LlamaCppEngine:
         queue_limit: int,
         threads: int | None = None,
         top_k: int = 0,
+        mmproj: Path | None = None,
         observer: StepObserver | None = None,
     ) -> None:
         self.model_path = model_path
+        self.mmproj = mmproj
+        self._vision: VisionEncoder | None = None
         self.slots = slots
         self.context = context
         self.batch_size = batch
@@ -133,6 +137,8 @@ class LlamaCppEngine:
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._batch = llama_cpp.llama_batch_init(self.batch_size, 0, 1)
+        if self.mmproj is not None:
+            self._vision = VisionEncoder(self.mmproj, self._model, cparams.n_threads)
         self.tokenizer = LlamaTokenizer(self._vocab)
         template = llama_cpp.llama_model_chat_template(self._model, None)
         self.chat_template = template.decode() if template else None
@@ -144,6 +150,8 @@ class LlamaCppEngine:
             self._cond.notify_all()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
+        if self._vision is not None:
+            self._vision.close()
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
         if self._ctx is not None:
@@ -169,7 +177,7 @@ class LlamaCppEngine:
             raise EngineOverloadedError(
                 "The engine is not ready yet.", headers={"Retry-After": "5"}
             )
-        if job.prompt.images:
+        if job.prompt.images and self._vision is None:
             raise InvalidRequestError(
                 "This model's engine was configured without a vision projector (mmproj).",
                 param="messages",
@@ -269,6 +277,7 @@ class LlamaCppEngine:
         self._free_ids.append(youngest.seq_id)
         youngest.seq_id = -1
         youngest.n_past = 0
+        youngest.next_image = 0
         self._waiting.appendleft(youngest)
 
     def _make_room(self) -> None:
@@ -287,7 +296,7 @@ class LlamaCppEngine:
         for seq in sorted(self._running, key=lambda s: s.order):
             if n >= self.batch_size or budget_kv <= 0:
                 break
-            take = min(len(seq.history) - seq.n_past, self.batch_size - n, budget_kv)
+            take = min(self._prefill_end(seq) - seq.n_past, self.batch_size - n, budget_kv)
             for i in range(take):
                 batch.token[n] = seq.history[seq.n_past + i]
                 batch.pos[n] = seq.n_past + i
@@ -304,8 +313,46 @@ class LlamaCppEngine:
         batch.n_tokens = n
         return with_logits
 
+    @staticmethod
+    def _prefill_end(seq: Sequence) -> int:
+        """Text tokens may be batched up to the next image's span, which the projector fills."""
+        images = seq.job.prompt.images
+        if seq.next_image < len(images):
+            return images[seq.next_image].offset
+        return len(seq.history)
+
+    def _eval_images(self) -> None:
+        """Images whose span starts where a sequence's prefill stands, one decode each."""
+        for seq in sorted(self._running, key=lambda s: s.order):
+            images = seq.job.prompt.images
+            while seq.next_image < len(images) and images[seq.next_image].offset == seq.n_past:
+                image = images[seq.next_image]
+                try:
+                    seq.n_past = self._vision.eval_image(
+                        self._ctx, image.image, seq.seq_id, seq.n_past, self.batch_size
+                    )
+                except ImageKVFullError as exc:
+                    mem = llama_cpp.llama_get_memory(self._ctx)
+                    llama_cpp.llama_memory_seq_rm(mem, seq.seq_id, seq.n_past, -1)
+                    if len(self._running) > 1:
+                        with self._cond:
+                            self._preempt_youngest()
+                        return  # the next step tries again with the freed cells
+                    seq.fail(exc)
+                    with self._cond:
+                        self._evict(seq)
+                    break
+                except VisionEncoderError as exc:
+                    seq.fail(exc)
+                    with self._cond:
+                        self._evict(seq)
+                    break
+                seq.next_image += 1
+
     def _step(self) -> None:
         self._make_room()
+        if self._vision is not None:
+            self._eval_images()
         with_logits = self._fill_batch()
         n_tokens = self._batch.n_tokens
         if n_tokens == 0:

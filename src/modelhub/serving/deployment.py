@@ -105,6 +105,7 @@ class Deployment:
                 queue_limit=self._settings.engine_queue,
                 threads=self._settings.engine_threads,
                 top_k=self._settings.engine_top_k,
+                mmproj=backend.mmproj,
                 observer=self._metrics.step_observer(card.id),
             )
             await engine.start()
