@@ -92,8 +92,14 @@ def _stream(base_url: str, body: dict, on_content=None) -> dict:
     return result
 
 
+def _ledger_totals(gateway) -> tuple[int, int]:
+    rows = httpx.get(f"{gateway.base_url}/v1/usage").json()
+    return sum(r["prompt_tokens"] for r in rows), sum(r["completion_tokens"] for r in rows)
+
+
 def test_requests_spread_across_replicas_with_exact_upstream_usage(gateway, replicas):
     before = [_served_by(r) for r in replicas]
+    ledger_before = _ledger_totals(gateway)
     body = {
         "model": PUBLIC,
         "messages": QUESTION,
@@ -114,6 +120,15 @@ def test_requests_spread_across_replicas_with_exact_upstream_usage(gateway, repl
     ).json()
     assert {r["usage"]["prompt_tokens"] for r in results} == {direct["usage"]["prompt_tokens"]}
     assert _gateway_metric(gateway, "modelhub_upstream_prompt_token_mismatch_total") == 0
+    # The ledger bills exactly what the upstream streams reported.
+    expected = (sum(r["usage"]["prompt_tokens"] for r in results), sum(r["usage"]["completion_tokens"] for r in results))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = _ledger_totals(gateway)
+        if (after[0] - ledger_before[0], after[1] - ledger_before[1]) == expected:
+            break
+        time.sleep(0.1)
+    assert (after[0] - ledger_before[0], after[1] - ledger_before[1]) == expected
 
 
 def test_non_streaming_through_the_gateway_uses_public_name(gateway):
