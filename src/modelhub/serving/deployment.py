@@ -80,17 +80,16 @@ class Deployment:
         for card in self.catalog:
             served = await self._serve(card)
             self._served[card.id] = served
-            log.info("model %s: %s via %s", card.id, served.where, self._engine_name(served))
+            if served.engine is None:
+                log.info("model %s: listed, not served (no backend configured)", card.id)
+            else:
+                log.info("model %s: served by %s from %s", card.id, served.engine.name, served.where)
         self._metrics.watch_engines(self.engine_stats)
 
     async def close(self) -> None:
         for served in self._served.values():
             if served.engine is not None:
                 await served.engine.close()
-
-    @staticmethod
-    def _engine_name(served: ServedModel) -> str:
-        return served.engine.name if served.engine is not None else "no engine"
 
     async def _serve(self, card: ModelCard) -> ServedModel:
         backend = card.backend
