@@ -85,6 +85,7 @@ class UpstreamEngine:
         self.pool = ReplicaPool(urls, self._client, check_interval_s=health_interval_s)
         self.served_model_name = served_model_name
         self._on_mismatch = on_prompt_mismatch
+        self._remote_tokenize = True
         self._ready = False
 
     async def start(self) -> None:
@@ -117,7 +118,7 @@ class UpstreamEngine:
         }
         if request.tools:
             body["tools"] = [t.model_dump(exclude_none=True) for t in request.tools]
-        for replica in self.pool.candidates():
+        for replica in self.pool.candidates() if self._remote_tokenize else ():
             root = replica.url.removesuffix("/v1")
             try:
                 r = await self._client.post(f"{root}/tokenize", json=body)
@@ -125,6 +126,9 @@ class UpstreamEngine:
                 continue
             if r.status_code == 200 and isinstance(r.json().get("tokens"), list):
                 return EncodedPrompt(token_ids=list(r.json()["tokens"]))
+            if r.status_code in (404, 405):
+                # This engine has no /tokenize: stop paying a round trip per request for it.
+                self._remote_tokenize = False
             break
         text = json.dumps(body["messages"]) + json.dumps(body.get("tools", []))
         return EncodedPrompt(token_ids=[], estimated_tokens=len(text) // 3 + 1)
