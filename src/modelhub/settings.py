@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     database_url: str | None = None
     redis_url: str | None = None
     auth: bool = True
+    auth_cache_ttl_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="key lookups are reused this long; revocation and suspension take "
+        "effect within it (0: look up every request)",
+    )
     # Limits of the ``default`` contract created on first start (one hosted hub's defaults:
     # 5 requests/s with bursts of 10); keys: rps, burst, rpm, tpm.
     default_contract_limits: ContractLimits = Field(

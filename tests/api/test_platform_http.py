@@ -60,6 +60,16 @@ def _post(server, key: str | None, **body) -> httpx.Response:
     )
 
 
+def _eventually(server, key: str, status: int) -> httpx.Response:
+    """Key lookups are cached for auth_cache_ttl_s (1 s): changes land within it."""
+    deadline = time.monotonic() + 3
+    while (
+        r := _post(server, key, max_tokens=1)
+    ).status_code != status and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return r
+
+
 def test_first_start_creates_a_default_key_that_works(hub):
     server, _, first_keys = hub
     assert len(first_keys) == 1 and first_keys[0].startswith("mh-")
@@ -84,7 +94,7 @@ def test_authentication_errors(hub):
     listed = cli(data_dir, "keys", "list", "--contract", "revoking")
     assert key not in listed and key[:10] in listed
     cli(data_dir, "keys", "revoke", key[:12])
-    assert _post(server, key).status_code == 401
+    assert _eventually(server, key, 401).status_code == 401
 
 
 def test_suspended_contract_and_allow_list_are_403(hub):
@@ -93,9 +103,9 @@ def test_suspended_contract_and_allow_list_are_403(hub):
     r = _post(server, key)
     assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
     cli(data_dir, "contracts", "update", "picky", "--all-models")
-    assert _post(server, key).status_code == 200
+    assert _eventually(server, key, 200).status_code == 200
     cli(data_dir, "contracts", "suspend", "picky")
-    r = _post(server, key)
+    r = _eventually(server, key, 403)
     assert r.status_code == 403 and "suspend" in r.json()["error"]["message"]
 
 

@@ -121,7 +121,10 @@ def test_requests_spread_across_replicas_with_exact_upstream_usage(gateway, repl
     assert {r["usage"]["prompt_tokens"] for r in results} == {direct["usage"]["prompt_tokens"]}
     assert _gateway_metric(gateway, "modelhub_upstream_prompt_token_mismatch_total") == 0
     # The ledger bills exactly what the upstream streams reported.
-    expected = (sum(r["usage"]["prompt_tokens"] for r in results), sum(r["usage"]["completion_tokens"] for r in results))
+    expected = (
+        sum(r["usage"]["prompt_tokens"] for r in results),
+        sum(r["usage"]["completion_tokens"] for r in results),
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         after = _ledger_totals(gateway)

@@ -46,7 +46,13 @@ def clock() -> FakeClock:
 
 
 def make_settings(tmp_path: Path, **overrides) -> Settings:
-    base = {"data_dir": tmp_path / "data", "auth": True, "ledger_flush_interval_s": 0.05}
+    # Key lookups uncached: these tests check each change takes effect at once.
+    base = {
+        "data_dir": tmp_path / "data",
+        "auth": True,
+        "ledger_flush_interval_s": 0.05,
+        "auth_cache_ttl_s": 0,
+    }
     return Settings(**{**base, **overrides})
 
 

@@ -153,3 +153,22 @@ async def test_migrations_are_idempotent(tmp_path, database_url):
     for _ in range(2):
         platform = await Platform.open(make_settings(tmp_path, database_url=database_url))
         await platform.close()
+
+
+async def test_key_lookups_are_cached_for_the_ttl(platform: Platform, clock):
+    from modelhub.platform.auth import Authenticator
+
+    store = platform.store
+    await store.create_contract("cached")
+    secret, key = await store.create_key("cached")
+    auth = Authenticator(store, enabled=True, clock=clock, cache_ttl_s=1.0)
+    assert (await auth.authenticate(f"Bearer {secret}", None)).key_id == key.id
+    await store.revoke_key(key.prefix)
+    # Within the TTL the cached lookup still answers; after it, the revocation holds.
+    assert (await auth.authenticate(f"Bearer {secret}", None)).key_id == key.id
+    clock.advance(1.01)
+    with pytest.raises(AuthenticationError, match="revoked"):
+        await auth.authenticate(f"Bearer {secret}", None)
+    with pytest.raises(AuthenticationError, match="Incorrect"):
+        await auth.authenticate("Bearer mh-unknown-key", None)
+    assert len(auth._cache._entries) == 1  # unknown keys are not kept

@@ -50,7 +50,9 @@ class Platform:
         self.settings = settings
         self.store = store
         self._engine = engine
-        self._auth = Authenticator(store, enabled=settings.auth, clock=clock)
+        self._auth = Authenticator(
+            store, enabled=settings.auth, clock=clock, cache_ttl_s=settings.auth_cache_ttl_s
+        )
         self._limiter = RateLimiter(limiter, clock)
         self._ledger = Ledger(
             engine,

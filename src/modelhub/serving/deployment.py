@@ -83,7 +83,9 @@ class Deployment:
             if served.engine is None:
                 log.info("model %s: listed, not served (no backend configured)", card.id)
             else:
-                log.info("model %s: served by %s from %s", card.id, served.engine.name, served.where)
+                log.info(
+                    "model %s: served by %s from %s", card.id, served.engine.name, served.where
+                )
         self._metrics.watch_engines(self.engine_stats)
 
     async def close(self) -> None:
