@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +13,7 @@ __all__ = [
     "Endpoints",
     "Features",
     "Lifecycle",
+    "LifecycleStage",
     "Modalities",
     "ModelCard",
     "Origin",
@@ -21,6 +22,7 @@ __all__ = [
 ]
 
 Rating = Literal["low", "moderate", "high"]
+LifecycleStage = Literal["upcoming", "active", "deprecated", "retired"]
 
 
 class _Card(BaseModel):
@@ -75,6 +77,24 @@ class Lifecycle(_Card):
     end_of_life: date | None = None
     alternative: str | None = None
     successor: str | None = None
+
+    @property
+    def launch_at(self) -> datetime:
+        return datetime.combine(self.launch, time.min, tzinfo=UTC)
+
+    @property
+    def sunset_at(self) -> datetime | None:
+        if self.end_of_life is None:
+            return None
+        return datetime.combine(self.end_of_life, time.min, tzinfo=UTC)
+
+    def stage(self, now: datetime) -> LifecycleStage:
+        if now < self.launch_at:
+            return "upcoming"
+        sunset = self.sunset_at
+        if sunset is None:
+            return "active"
+        return "retired" if now >= sunset else "deprecated"
 
 
 class Ratings(_Card):

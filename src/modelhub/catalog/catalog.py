@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -13,17 +12,13 @@ from modelhub.catalog.card import Backend, ModelCard
 from modelhub.errors import ModelNotFoundError, ModelNotLaunchedError, ModelRetiredError
 from modelhub.settings import BackendConfig
 
-__all__ = ["Catalog", "Clock", "LifecycleStatus", "load_cards"]
+__all__ = ["Catalog", "Clock", "load_cards"]
 
 Clock = Callable[[], datetime]
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _start_of(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 def load_cards(directory: Path) -> list[ModelCard]:
@@ -54,13 +49,6 @@ def _with_operator_backend(card: ModelCard, override: BackendConfig | None) -> M
         chat_template=override.chat_template or card.backend.chat_template,
     )
     return card.model_copy(update={"backend": backend})
-
-
-@dataclass(frozen=True)
-class LifecycleStatus:
-    """Headers a response for this model carries (deprecation window), empty otherwise."""
-
-    headers: dict[str, str]
 
 
 class Catalog:
@@ -96,22 +84,23 @@ class Catalog:
             )
         return card
 
-    def check_lifecycle(self, card: ModelCard) -> LifecycleStatus:
+    def check_lifecycle(self, card: ModelCard) -> dict[str, str]:
         """Refuse a model before launch (404) or after end of life (410); inside the
-        deprecation window, say so in headers (RFC 9745 Deprecation, RFC 8594 Sunset)."""
-        now = self._clock()
+        deprecation window, return the headers that say so (RFC 9745 Deprecation, RFC 8594
+        Sunset, and Links to the alternative and successor)."""
         life = card.lifecycle
-        if now < _start_of(life.launch):
+        stage = life.stage(self._clock())
+        if stage == "upcoming":
             raise ModelNotLaunchedError(
                 f"The model '{card.id}' is not yet available; it launches on "
                 f"{life.launch.isoformat()}.",
                 param="model",
             )
-        if life.end_of_life is None:
-            return LifecycleStatus(headers={})
-        sunset = _start_of(life.end_of_life)
-        if now >= sunset:
+        if stage == "retired":
             raise ModelRetiredError(self._retired_message(card), param="model")
+        if stage == "active":
+            return {}
+        sunset = life.sunset_at
         headers = {
             "Deprecation": f"@{int(sunset.timestamp())}",
             "Sunset": format_datetime(sunset, usegmt=True),
@@ -123,7 +112,7 @@ class Catalog:
             links.append(f'</v1/models/{life.successor}>; rel="successor-version"')
         if links:
             headers["Link"] = ", ".join(links)
-        return LifecycleStatus(headers=headers)
+        return headers
 
     @staticmethod
     def _retired_message(card: ModelCard) -> str:

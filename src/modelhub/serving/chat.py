@@ -180,7 +180,7 @@ class ChatService:
         if request.ignored_fields:
             log.debug("ignoring unknown request fields: %s", ", ".join(request.ignored_fields))
         served = self._deployment.get(request.model)
-        lifecycle = self._deployment.catalog.check_lifecycle(served.card)
+        lifecycle_headers = self._deployment.catalog.check_lifecycle(served.card)
         validate_for_model(request, served.card)
         engine = served.require_engine()
         images = await load_images(request, self.settings)
@@ -195,7 +195,7 @@ class ChatService:
             served=served,
             prompt=prompt,
             max_tokens=max_tokens,
-            headers=dict(lifecycle.headers),
+            headers=lifecycle_headers,
             received_at=received_at,
             principal=principal,
             images=images,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import datetime
 
 from fastapi import APIRouter, Request
 
 from modelhub.api.deps import authenticate, hub
-from modelhub.catalog import ModelCard
 from modelhub.serving.deployment import ServedModel
 
 __all__ = ["describe", "router"]
@@ -15,29 +14,17 @@ __all__ = ["describe", "router"]
 router = APIRouter()
 
 
-def _lifecycle_status(card: ModelCard, now: datetime) -> str:
-    life = card.lifecycle
-    if now < datetime.combine(life.launch, time.min, tzinfo=UTC):
-        return "upcoming"
-    if life.end_of_life is None:
-        return "active"
-    if now >= datetime.combine(life.end_of_life, time.min, tzinfo=UTC):
-        return "retired"
-    return "deprecated"
-
-
 def describe(served: ServedModel, now: datetime) -> dict:
     card = served.card
-    launch = datetime.combine(card.lifecycle.launch, time.min, tzinfo=UTC)
     body = card.model_dump(mode="json", exclude={"backend", "id"})
     return {
         "id": card.id,
         "object": "model",
-        "created": int(launch.timestamp()),
+        "created": int(card.lifecycle.launch_at.timestamp()),
         "owned_by": card.owned_by,
         **body,
         "max_model_len": served.max_context,
-        "lifecycle": {**body["lifecycle"], "status": _lifecycle_status(card, now)},
+        "lifecycle": {**body["lifecycle"], "status": card.lifecycle.stage(now)},
         "endpoints": {**body["endpoints"], "supported": card.endpoints.supported()},
         "availability": {
             "available": served.engine is not None,
