@@ -261,31 +261,33 @@ class LlamaCppEngine:
                 seq.decoder = PieceDecoder(self._vocab)
             self._running.append(seq)
 
-    def _evict(self, seq: Sequence) -> None:
+    def _vacate(self, seq: Sequence) -> None:
+        """Free the sequence's KV cells and its slot."""
         mem = llama_cpp.llama_get_memory(self._ctx)
         llama_cpp.llama_memory_seq_rm(mem, seq.seq_id, -1, -1)
         self._running.remove(seq)
         self._free_ids.append(seq.seq_id)
         seq.seq_id = -1
+
+    def _evict(self, seq: Sequence) -> None:
+        self._vacate(seq)
         seq.release()
 
     def _preempt_youngest(self) -> None:
         youngest = max(self._running, key=lambda s: s.order)
-        mem = llama_cpp.llama_get_memory(self._ctx)
-        llama_cpp.llama_memory_seq_rm(mem, youngest.seq_id, -1, -1)
-        self._running.remove(youngest)
-        self._free_ids.append(youngest.seq_id)
-        youngest.seq_id = -1
+        self._vacate(youngest)
+        # Its sampler stays: recomputing the KV later continues the same output.
         youngest.n_past = 0
         youngest.next_image = 0
         self._waiting.appendleft(youngest)
 
     def _make_room(self) -> None:
-        decoding = sum(1 for s in self._running if not s.prefilling)
-        while len(self._running) > 1 and self._kv_used() + decoding + 1 > self.context:
+        while len(self._running) > 1:
+            decoding = sum(1 for s in self._running if not s.prefilling)
+            if self._kv_used() + decoding + 1 <= self.context:
+                return
             with self._cond:
                 self._preempt_youngest()
-            decoding = sum(1 for s in self._running if not s.prefilling)
 
     def _fill_batch(self) -> list[Sequence]:
         """Next token of every decoding sequence first, then prompt chunks, oldest first."""
