@@ -98,8 +98,7 @@ class _Tally:
 
     choice_tokens: dict[int, int] = field(default_factory=dict)
     engine_prompt_tokens: int | None = None  # the engine's own count, once it reports it
-    first_token_at: float | None = None
-    first_token_wall: datetime | None = None
+    first_token_at: datetime | None = None
     finish_reasons: dict[int, str] = field(default_factory=dict)
 
     @property
@@ -109,8 +108,7 @@ class _Tally:
     def token(self, index: int) -> None:
         self.choice_tokens[index] = self.choice_tokens.get(index, 0) + 1
         if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-            self.first_token_wall = datetime.now(UTC)
+            self.first_token_at = datetime.now(UTC)
 
     def finished(self, index: int, event: FinishEvent) -> None:
         # An engine's final count is authoritative (an upstream's usage); before it, each
@@ -230,7 +228,10 @@ class ChatService:
             )
         except RateLimitError:
             # On record, at no cost: nothing was processed.
-            self._platform.record(self._record(prepared, _Tally(), "rejected", prompt_tokens=0))
+            rejected = self._record(
+                prepared, _Tally(), "rejected", prompt_tokens=0, finished_at=datetime.now(UTC)
+            )
+            self._platform.record(rejected)
             raise
         prepared.headers.update(prepared.reservation.headers)
 
@@ -415,23 +416,32 @@ class ChatService:
     async def _account(self, prepared: PreparedChat, tally: _Tally, status: str) -> None:
         model = prepared.request.model
         prompt = tally.prompt_tokens(prepared)
-        finished = time.perf_counter()
+        finished_at = datetime.now(UTC)
         self._metrics.prompt_tokens.labels(model).inc(prompt)
         self._metrics.completion_tokens.labels(model).inc(tally.completion_tokens)
-        if tally.first_token_at is not None:
-            started = prepared.received_at.timestamp()
-            ttft = tally.first_token_wall.timestamp() - started if tally.first_token_wall else 0.0
+        # The metrics use the ledger's own three timestamps, so the two never disagree.
+        first = tally.first_token_at
+        if first is not None:
+            ttft = (first - prepared.received_at).total_seconds()
             self._metrics.time_to_first_token.labels(model).observe(max(ttft, 0.0))
             if tally.completion_tokens > 1:
-                per_token = (finished - tally.first_token_at) / (tally.completion_tokens - 1)
+                decoding = (finished_at - first).total_seconds()
+                per_token = decoding / (tally.completion_tokens - 1)
                 self._metrics.time_per_output_token.labels(model).observe(per_token)
         if prepared.reservation is not None:
             await prepared.reservation.commit(prompt + tally.completion_tokens)
-        self._platform.record(self._record(prepared, tally, status, prompt_tokens=prompt))
+        self._platform.record(
+            self._record(prepared, tally, status, prompt_tokens=prompt, finished_at=finished_at)
+        )
 
     @staticmethod
     def _record(
-        prepared: PreparedChat, tally: _Tally, status: str, *, prompt_tokens: int
+        prepared: PreparedChat,
+        tally: _Tally,
+        status: str,
+        *,
+        prompt_tokens: int,
+        finished_at: datetime,
     ) -> UsageRecord:
         reasons = set(tally.finish_reasons.values())
         return UsageRecord(
@@ -439,8 +449,8 @@ class ChatService:
             principal=prepared.principal,
             model=prepared.request.model,
             received_at=prepared.received_at,
-            first_token_at=tally.first_token_wall,
-            finished_at=datetime.now(UTC),
+            first_token_at=tally.first_token_at,
+            finished_at=finished_at,
             prompt_tokens=prompt_tokens,
             image_tokens=prepared.prompt.image_tokens if prompt_tokens else 0,
             completion_tokens=tally.completion_tokens,
