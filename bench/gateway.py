@@ -15,6 +15,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,6 +192,19 @@ def _levels(
     return results, idle
 
 
+@contextmanager
+def fake_upstream() -> Iterator[tuple[Server, int]]:
+    """The fake OpenAI upstream on a free loopback port, ready to answer."""
+    port = free_port()
+    with Server(
+        "fake-upstream",
+        [str(MAIN_PYTHON), "-m", "bench.fake_upstream", "--port", str(port)],
+        cwd=Path(__file__).resolve().parents[1],
+    ) as upstream:
+        upstream.wait_http(f"http://127.0.0.1:{port}/v1/models")
+        yield upstream, port
+
+
 def run_gateway(
     quick: bool, levels: tuple[int, ...] = LEVELS, targets: tuple[str, ...] = TARGETS
 ) -> GatewayResult:
@@ -198,13 +213,7 @@ def run_gateway(
     result.versions = {"modelhub": package_version("modelhub")}
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         work = Path(tmp)
-        up_port = free_port()
-        with Server(
-            "fake-upstream",
-            [str(MAIN_PYTHON), "-m", "bench.fake_upstream", "--port", str(up_port)],
-            cwd=Path(__file__).resolve().parents[1],
-        ) as upstream:
-            upstream.wait_http(f"http://127.0.0.1:{up_port}/v1/models")
+        with fake_upstream() as (upstream, up_port):
             for target in targets:
                 if target == "floor":
                     server, url, headers = (

@@ -16,9 +16,9 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from bench.gateway import BODY, _modelhub
+from bench.gateway import BODY, _modelhub, fake_upstream
 from bench.measure import measure
-from bench.peers import MAIN_PYTHON, OUT_DIR, Server, free_port, py_spy
+from bench.peers import OUT_DIR, py_spy
 
 __all__ = ["summarise"]
 
@@ -67,55 +67,49 @@ def main() -> None:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     out = OUT_DIR / "profile-gateway.txt"
     spy = py_spy()
-    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
-        up_port = free_port()
-        with Server(
-            "fake-upstream",
-            [str(MAIN_PYTHON), "-m", "bench.fake_upstream", "--port", str(up_port)],
-            cwd=Path(__file__).resolve().parents[1],
-        ) as upstream:
-            upstream.wait_http(f"http://127.0.0.1:{up_port}/v1/models")
-            server, url, headers = _modelhub(up_port, Path(tmp))
-            with server:
-                measure(
-                    server, url, [BODY], concurrency=4, requests=100, duration=10, headers=headers
-                )
-                before = thread_cpu(server.pid)
-                recorder = subprocess.Popen(
-                    [
-                        str(spy),
-                        "record",
-                        "--pid",
-                        str(server.pid),
-                        "--duration",
-                        str(args.seconds),
-                        "--rate",
-                        "250",
-                        "--format",
-                        "raw",
-                        "--nonblocking",
-                        *extra,
-                        "--output",
-                        str(out),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
-                load = threading.Thread(
-                    target=measure,
-                    args=(server, url, [BODY]),
-                    kwargs={
-                        "concurrency": args.concurrency,
-                        "requests": 10**9,
-                        "duration": args.seconds,
-                        "headers": headers,
-                    },
-                )
-                load.start()
-                recorder.wait()
-                load.join()
-                used = thread_cpu(server.pid)
-                used.subtract(before)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp,
+        fake_upstream() as (_, up_port),
+    ):
+        server, url, headers = _modelhub(up_port, Path(tmp))
+        with server:
+            measure(server, url, [BODY], concurrency=4, requests=100, duration=10, headers=headers)
+            before = thread_cpu(server.pid)
+            recorder = subprocess.Popen(
+                [
+                    str(spy),
+                    "record",
+                    "--pid",
+                    str(server.pid),
+                    "--duration",
+                    str(args.seconds),
+                    "--rate",
+                    "250",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    *extra,
+                    "--output",
+                    str(out),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            load = threading.Thread(
+                target=measure,
+                args=(server, url, [BODY]),
+                kwargs={
+                    "concurrency": args.concurrency,
+                    "requests": 10**9,
+                    "duration": args.seconds,
+                    "headers": headers,
+                },
+            )
+            load.start()
+            recorder.wait()
+            load.join()
+            used = thread_cpu(server.pid)
+            used.subtract(before)
     print("CPU seconds by thread name during the load:")
     for name, seconds in used.most_common():
         print(f"  {seconds:6.2f}  {name}")
