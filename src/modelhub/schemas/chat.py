@@ -47,16 +47,18 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
+class _Part(BaseModel):
+    """A nested wire object: unknown fields are dropped (clients send vendor extras)."""
+
     model_config = ConfigDict(extra="ignore")
 
 
-class TextPart(_Strict):
+class TextPart(_Part):
     type: Literal["text"]
     text: str
 
 
-class ImageURL(_Strict):
+class ImageURL(_Part):
     url: str
     # "auto" | "low" | "high": accepted for OpenAI compatibility. Mistral models see every
     # image at its own resolution (up to 1540 px a side), so the value does not change the
@@ -64,12 +66,12 @@ class ImageURL(_Strict):
     detail: Literal["auto", "low", "high"] = "auto"
 
 
-class ImagePart(_Strict):
+class ImagePart(_Part):
     type: Literal["image_url"]
     image_url: ImageURL
 
 
-class AudioPart(_Strict):
+class AudioPart(_Part):
     type: Literal["input_audio"]
     input_audio: dict[str, Any]
 
@@ -77,30 +79,30 @@ class AudioPart(_Strict):
 ContentPart = Annotated[TextPart | ImagePart | AudioPart, Field(discriminator="type")]
 
 
-class FunctionCall(_Strict):
+class FunctionCall(_Part):
     name: str
     arguments: str
 
 
-class ToolCall(_Strict):
+class ToolCall(_Part):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class SystemMessage(_Strict):
+class SystemMessage(_Part):
     role: Literal["system", "developer"]
     content: str | list[TextPart]
     name: str | None = None
 
 
-class UserMessage(_Strict):
+class UserMessage(_Part):
     role: Literal["user"]
     content: str | list[ContentPart]
     name: str | None = None
 
 
-class AssistantMessage(_Strict):
+class AssistantMessage(_Part):
     role: Literal["assistant"]
     content: str | list[TextPart] | None = None
     tool_calls: list[ToolCall] | None = None
@@ -113,7 +115,7 @@ class AssistantMessage(_Strict):
         return self
 
 
-class ToolMessage(_Strict):
+class ToolMessage(_Part):
     role: Literal["tool"]
     content: str | list[TextPart]
     tool_call_id: str
@@ -125,28 +127,28 @@ Message = Annotated[
 ]
 
 
-class FunctionDefinition(_Strict):
+class FunctionDefinition(_Part):
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     strict: bool | None = None
 
 
-class Tool(_Strict):
+class Tool(_Part):
     type: Literal["function"] = "function"
     function: FunctionDefinition
 
 
-class _NamedFunction(_Strict):
+class _NamedFunction(_Part):
     name: str
 
 
-class NamedToolChoice(_Strict):
+class NamedToolChoice(_Part):
     type: Literal["function"] = "function"
     function: _NamedFunction
 
 
-class _JsonSchema(_Strict):
+class _JsonSchema(_Part):
     name: str = "response"
     description: str | None = None
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
@@ -155,7 +157,7 @@ class _JsonSchema(_Strict):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
-class ResponseFormat(_Strict):
+class ResponseFormat(_Part):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: _JsonSchema | None = None
 
@@ -166,7 +168,7 @@ class ResponseFormat(_Strict):
         return self
 
 
-class StreamOptions(_Strict):
+class StreamOptions(_Part):
     include_usage: bool = False
 
 
