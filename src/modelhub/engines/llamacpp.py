@@ -103,6 +103,7 @@ class LlamaCppEngine:
         self._waiting: deque[Sequence] = deque()
         self._running: list[Sequence] = []
         self._free_ids: list[int] = list(range(slots))
+        self._preemptions = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._ready = False
@@ -169,7 +170,12 @@ class LlamaCppEngine:
         return self.context
 
     def stats(self) -> EngineStats:
-        return EngineStats(queued=len(self._waiting), running=len(self._running), slots=self.slots)
+        return EngineStats(
+            queued=len(self._waiting),
+            running=len(self._running),
+            slots=self.slots,
+            extra={"preemptions": self._preemptions},
+        )
 
     # Event-loop side ---------------------------------------------------------------------
     async def generate(self, job: GenerationJob) -> AsyncIterator[EngineEvent]:
@@ -280,6 +286,7 @@ class LlamaCppEngine:
         youngest.n_past = 0
         youngest.next_image = 0
         self._waiting.appendleft(youngest)
+        self._preemptions += 1
 
     def _make_room(self) -> None:
         while len(self._running) > 1:
