@@ -62,7 +62,7 @@ async def _tokenize(settings: Settings, model: str, body: dict) -> dict:
     from modelhub.metrics import Metrics
     from modelhub.schemas.chat import ChatCompletionRequest
     from modelhub.serving.deployment import Deployment
-    from modelhub.serving.tokenize import count_prompt
+    from modelhub.serving.prepare import PromptStage
 
     cards = [c for c in load_cards(settings.catalog_dir) if c.id == model] or load_cards(
         settings.catalog_dir
@@ -75,7 +75,8 @@ async def _tokenize(settings: Settings, model: str, body: dict) -> dict:
     await deployment.start()
     try:
         request = ChatCompletionRequest.model_validate({**body, "model": model})
-        return await count_prompt(deployment, settings, request)
+        stage = PromptStage(deployment, settings)
+        return await stage.count(stage.resolve(request), request)
     finally:
         await deployment.close()
 

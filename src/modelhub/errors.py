@@ -19,6 +19,7 @@ the app's exception handlers (``modelhub.api.app``) are the one place that turns
     ├── ModelRetiredError              410 code=model_retired
     ├── PayloadTooLargeError           413
     ├── RateLimitError                 429 code=rate_limit_exceeded   (Retry-After)
+    ├── ClientClosedRequestError       499 code=client_closed_request (nobody reads it)
     ├── UpstreamError                  502
     ├── ServiceUnavailableError        503                            (Retry-After)
     │   ├── ModelUnavailableError      503 code=model_not_configured
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "ClientClosedRequestError",
     "ContextLengthExceededError",
     "EndpointNotSupportedError",
     "EngineOverloadedError",
@@ -154,6 +156,14 @@ class RateLimitError(ModelhubError):
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+
+
+class ClientClosedRequestError(ModelhubError):
+    """The client went away; the work was cancelled. Only logs and metrics see it."""
+
+    status_code = 499
+    error_type = "client_closed_request"
+    default_code = "client_closed_request"
 
 
 class UpstreamError(ModelhubError):

@@ -54,6 +54,12 @@ class Metrics:
             ["model", "status"],
             registry=self.registry,
         )
+        self.tokenize_requests = Counter(
+            "modelhub_tokenize_requests",
+            "/tokenize requests by model and HTTP status",
+            ["model", "status"],
+            registry=self.registry,
+        )
         self.prompt_tokens = Counter(
             "modelhub_prompt_tokens", "Prompt tokens processed", ["model"], registry=self.registry
         )

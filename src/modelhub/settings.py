@@ -37,6 +37,7 @@ class ContractLimits(BaseModel):
     burst: int | None = None
     rpm: int | None = None
     tpm: int | None = None
+    max_running: int | None = None
 
 
 class Settings(BaseSettings):
@@ -68,6 +69,13 @@ class Settings(BaseSettings):
         "at 16 sequences on the demo model's 262k vocabulary",
     )
 
+    max_request_completion_tokens: int = Field(
+        default=65_536,
+        ge=1,
+        description="n x max_tokens a single request may ask for (400 above it); an unset "
+        "max_tokens is capped to this divided by n",
+    )
+
     # Upstream OpenAI-compatible engines (vLLM, llama-server, another modelhub)
     upstream_connect_timeout_s: float = 3.0
     upstream_read_timeout_s: float = Field(
@@ -93,6 +101,12 @@ class Settings(BaseSettings):
         default_factory=lambda: ContractLimits(rps=5, burst=10, rpm=300, tpm=1_000_000)
     )
     ledger_flush_interval_s: float = 0.5
+    journal_checkpoint_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="a generating request's journal entry is checkpointed this often; a crash "
+        "bills what the last checkpoint saw",
+    )
     ledger_batch_size: int = 256
 
     # Images

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from pydantic import BaseModel
 
@@ -15,7 +15,7 @@ __all__ = ["sse_events"]
 log = logging.getLogger(__name__)
 
 
-async def sse_events(chunks: AsyncIterator[BaseModel]) -> AsyncIterator[bytes]:
+async def sse_events(chunks: AsyncGenerator[BaseModel, None]) -> AsyncIterator[bytes]:
     """``data: {chunk}`` lines, then ``data: [DONE]``. An error after the first byte can no
     longer change the status code, so it is sent as an error event."""
     try:
@@ -27,6 +27,8 @@ async def sse_events(chunks: AsyncIterator[BaseModel]) -> AsyncIterator[bytes]:
         log.exception("stream failed")
         failure = ModelhubError("The server had an error while generating the response.")
         yield b"data: " + _json(failure.to_body()) + b"\n\n"
+    finally:
+        await chunks.aclose()  # settles the request now, not whenever it is collected
     yield b"data: [DONE]\n\n"
 
 

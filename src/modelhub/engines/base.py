@@ -1,21 +1,19 @@
-"""The seam between serving and whatever runs the model.
+"""The token-level engine interface: token ids, image spans and sampling in, token events
+out. Nothing here knows the OpenAI wire format; serving's local backend wraps an engine
+with a chat format, stop strings and an output parser.
 
-An engine takes one generation job (a prompt already encoded by the model's format, and
-the sampling parameters) and yields token events until it finishes. Closing the iterator
-early (client gone, stop string seen) cancels the sequence and frees its slot at once.
+An engine takes one generation job and yields token events until it finishes. Closing the
+iterator early (client gone, stop string seen) cancels the sequence and frees its slot at
+the next step.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol
 
-from modelhub.formats.base import EncodedPrompt, ToolCallDelta
-from modelhub.schemas.chat import ChatCompletionRequest
-
-if TYPE_CHECKING:
-    from PIL.Image import Image
+from modelhub.formats.base import EncodedPrompt
 
 __all__ = [
     "Engine",
@@ -23,8 +21,6 @@ __all__ = [
     "EngineStats",
     "FinishEvent",
     "GenerationJob",
-    "MessageDelta",
-    "RemoteCounter",
     "SamplingParams",
     "TokenEvent",
 ]
@@ -47,10 +43,8 @@ class GenerationJob:
     request_id: str
     prompt: EncodedPrompt
     params: SamplingParams
-    # The original request and its checked images by location, for engines that forward
-    # the request (an upstream OpenAI server).
-    request: ChatCompletionRequest | None = None
-    images: Mapping[str, Image] = field(default_factory=dict)
+    tenant: str = ""  # the contract, for fair sharing between contracts
+    max_running: int | None = None  # the contract's cap on running sequences
 
 
 @dataclass(frozen=True)
@@ -59,16 +53,7 @@ class TokenEvent:
     text: str  # the piece this token completes; "" while a UTF-8 sequence is unfinished
     logprob: float | None = None
     top_logprobs: tuple[tuple[str, float], ...] = ()
-
-
-@dataclass(frozen=True)
-class MessageDelta:
-    """Output an engine has already parsed (an upstream OpenAI server): no token ids, and
-    the model's format is not applied again."""
-
-    content: str = ""
-    tool_calls: tuple[ToolCallDelta, ...] = ()
-    completion_tokens: int = 0  # tokens this delta is known to cover, when the engine says
+    special: bool = False  # a control token ([TOOL_CALLS], [IMG]...): markup, not text
 
 
 @dataclass(frozen=True)
@@ -78,7 +63,7 @@ class FinishEvent:
     completion_tokens: int
 
 
-EngineEvent = TokenEvent | MessageDelta | FinishEvent
+EngineEvent = TokenEvent | FinishEvent
 
 
 @dataclass
@@ -102,10 +87,3 @@ class Engine(Protocol):
     def stats(self) -> EngineStats: ...
 
     def generate(self, job: GenerationJob) -> AsyncIterator[EngineEvent]: ...
-
-
-@runtime_checkable
-class RemoteCounter(Protocol):
-    """An engine that can count a prompt itself, for models with no local format."""
-
-    async def count_prompt(self, request: ChatCompletionRequest) -> EncodedPrompt: ...

@@ -158,7 +158,8 @@ class Sequence:
             logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
             logprob, top = _top_logprobs(logits, token, k, self.decoder)
         self.history.append(token)
-        self.emit(TokenEvent(token, self.decoder.decode(token), logprob, top))
+        special = bool(llama_cpp.llama_vocab_is_control(vocab, token))
+        self.emit(TokenEvent(token, self.decoder.decode(token), logprob, top, special))
         if self.generated >= self.job.params.max_tokens:
             self.finish("length")
             return True

@@ -9,10 +9,10 @@ has already decoded, keyed by where they sit in the request (``messages[0].conte
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from modelhub.schemas.chat import ChatCompletionRequest, ToolCall
+from modelhub.schemas.chat import ChatCompletionRequest
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -23,7 +23,6 @@ __all__ = [
     "EncodedPrompt",
     "OutputDelta",
     "OutputParser",
-    "ParsedOutput",
     "PromptImage",
     "Tokenizer",
     "ToolCallDelta",
@@ -78,19 +77,19 @@ class ToolCallDelta:
 OutputDelta = ContentDelta | ToolCallDelta
 
 
-@dataclass
-class ParsedOutput:
-    deltas: list[OutputDelta] = field(default_factory=list)
-    content: str | None = None
-    tool_calls: list[ToolCall] = field(default_factory=list)
-
-
 class OutputParser(Protocol):
+    """Generated text -> content and tool-call deltas. The message is the fold of the
+    deltas, so a streamed and a whole response cannot differ."""
+
+    # Control-token texts this parser reads as markup (e.g. ``[TOOL_CALLS]``); the local
+    # backend drops every other control token before the parser sees it.
+    markers: frozenset[str]
+
     def feed(self, text: str) -> list[OutputDelta]:
         """Take the next piece of generated text; return what can be emitted now."""
 
-    def finish(self) -> ParsedOutput:
-        """End of generation: the deltas still held back, and the whole message."""
+    def finish(self) -> list[OutputDelta]:
+        """End of generation: the deltas still held back."""
 
 
 class Tokenizer(Protocol):

@@ -138,14 +138,10 @@ class MistralFormat:
         tools = request.tools
         choice = ToolChoiceEnum.auto
         if isinstance(request.tool_choice, NamedToolChoice):
-            # Only the named function is offered, and a call is required.
+            # Only the named function is offered (validation checked it is there), and a
+            # call is required.
             name = request.tool_choice.function.name
             tools = [t for t in tools if t.function.name == name]
-            if not tools:
-                raise InvalidRequestError(
-                    f"tool_choice names the function '{name}', which is not among the tools.",
-                    param="tool_choice.function.name",
-                )
             choice = ToolChoiceEnum.required
         elif request.tool_choice == "required":
             choice = ToolChoiceEnum.required

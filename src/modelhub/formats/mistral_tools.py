@@ -3,21 +3,21 @@
 
 The parser turns a stream of generated text into OpenAI content and tool-call deltas: the
 head of a call (index, id, name) as soon as its name is complete, then argument fragments.
-Only what could still become a marker is held back. Output that does not parse as calls
-(a bad name, arguments that are not JSON) is returned as plain content, never an error.
+Only what could still become a marker is held back. Output that only looked like a call
+(a bad name) is returned as plain content, never an error; the markers themselves never
+reach content. Arguments are relayed as generated: a call cut off by ``max_tokens``
+stays a call, with ``finish_reason: length`` telling the client.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import string
 
 from modelhub.errors import InvalidRequestError
-from modelhub.formats.base import ContentDelta, OutputDelta, ParsedOutput, ToolCallDelta
+from modelhub.formats.base import ContentDelta, OutputDelta, ToolCallDelta
 from modelhub.formats.grammar import SchemaGrammar
-from modelhub.schemas.chat import FunctionCall, ToolCall
 
 __all__ = ["ARGS", "TOOL_CALLS", "MistralToolParser", "forced_call_grammar"]
 
@@ -45,17 +45,15 @@ def _partial_suffix(text: str, marker: str) -> int:
 class MistralToolParser:
     def __init__(self, *, tools_enabled: bool, parallel: bool = True):
         self._enabled = tools_enabled
+        self.markers = frozenset((TOOL_CALLS, ARGS, CALL_ID)) if tools_enabled else frozenset()
         # parallel_tool_calls=false: the first call is the answer; later ones are dropped.
         self._parallel = parallel
-        self._raw: list[str] = []
         self._held = ""  # text not yet emitted: a possible marker, or an unfinished name
         self._mode = "content"  # content -> name -> args -> name -> args ... (-> done)
-        self._content: list[str] = []
-        self._calls: list[dict] = []
+        self._calls = 0
         self._broken = False
 
     def feed(self, text: str) -> list[OutputDelta]:
-        self._raw.append(text)
         if not self._enabled or self._broken:
             return [ContentDelta(text)] if text else []
         self._held += text
@@ -88,8 +86,7 @@ class MistralToolParser:
         piece, found = self._take_until_marker()
         if found:
             self._mode = "name"
-        if piece:
-            self._content.append(piece)
+        piece = _without_markup(piece)
         return ([ContentDelta(piece)] if piece else []), found
 
     def _name_step(self) -> tuple[list[OutputDelta], bool]:
@@ -103,60 +100,50 @@ class MistralToolParser:
             return self._give_up(), False
         self._held = self._held[at + len(ARGS) :]
         call_id = given_id if len(given_id) == 9 and given_id.isalnum() else _new_call_id()
-        call = {"id": call_id, "name": name, "arguments": ""}
-        self._calls.append(call)
+        self._calls += 1
         self._mode = "args"
-        return [
-            ToolCallDelta(index=len(self._calls) - 1, id=call["id"], name=name, arguments="")
-        ], True
+        return [ToolCallDelta(index=self._calls - 1, id=call_id, name=name, arguments="")], True
 
     def _give_up(self) -> list[OutputDelta]:
-        """Not a call after all: what was held back, marker included, goes out as content
-        (a streaming client sees the same text as a non-streaming one)."""
+        """Not a call after all: the text held back goes out as content, without the
+        markers (a streaming client sees the same text as a non-streaming one)."""
         self._broken = True
-        text, self._held = TOOL_CALLS + self._held, ""
-        return [ContentDelta(text)]
+        text, self._held = _without_markup(self._held), ""
+        return [ContentDelta(text)] if text else []
 
     def _args_step(self) -> tuple[list[OutputDelta], bool]:
         piece, found = self._take_until_marker()
         if found:
             self._mode = "name" if self._parallel else "done"
-        self._calls[-1]["arguments"] += piece
-        index = len(self._calls) - 1
+        index = self._calls - 1
         return ([ToolCallDelta(index=index, arguments=piece)] if piece else []), found
 
     def _done_step(self) -> tuple[list[OutputDelta], bool]:
         self._held = ""
         return [], False
 
-    def finish(self) -> ParsedOutput:
-        raw = "".join(self._raw)
-        if self._mode == "done":
-            self._mode = "args"  # the first call is complete; what followed is dropped
-        if not self._enabled or not self._calls or self._broken or self._mode != "args":
-            # No calls, or something that only looked like one: it is all content.
-            tail = ""
-            if self._enabled and not self._broken and not self._calls:
-                tail = (TOOL_CALLS if self._mode == "name" else "") + self._held
-            return ParsedOutput(deltas=[ContentDelta(tail)] if tail else [], content=raw)
-        tail, self._held = self._held, ""
-        self._calls[-1]["arguments"] += tail
-        try:
-            for call in self._calls:
-                json.loads(call["arguments"])
-        except ValueError:
-            return ParsedOutput(content=raw)
-        index = len(self._calls) - 1
-        return ParsedOutput(
-            deltas=[ToolCallDelta(index=index, arguments=tail)] if tail else [],
-            content="".join(self._content).strip() or None,
-            tool_calls=[
-                ToolCall(
-                    id=c["id"], function=FunctionCall(name=c["name"], arguments=c["arguments"])
-                )
-                for c in self._calls
-            ],
-        )
+    def finish(self) -> list[OutputDelta]:
+        """What was held back. A call cut short (``max_tokens``) stays a call with the
+        arguments generated so far, as OpenAI returns it with ``finish_reason: length``."""
+        held, self._held = self._held, ""
+        if not self._enabled or self._broken or not held:
+            return []
+        if self._mode == "content":
+            text = _without_markup(held)
+            return [ContentDelta(text)] if text else []
+        if self._mode == "args":
+            return [ToolCallDelta(index=self._calls - 1, arguments=held)]
+        name = held.strip().partition(CALL_ID)[0]
+        if self._mode == "name" and _NAME.match(name):
+            self._calls += 1
+            return [
+                ToolCallDelta(index=self._calls - 1, id=_new_call_id(), name=name, arguments="")
+            ]
+        return []
+
+
+def _without_markup(text: str) -> str:
+    return text.replace(ARGS, "").replace(CALL_ID, "")
 
 
 def forced_call_grammar(

@@ -15,7 +15,6 @@ from modelhub.formats.base import (
     ContentDelta,
     EncodedPrompt,
     OutputDelta,
-    ParsedOutput,
     Tokenizer,
 )
 from modelhub.formats.grammar import response_format_grammar
@@ -40,8 +39,9 @@ def message_text(content: str | list | None) -> str:
 class PlainOutputParser:
     """Text is content; the space the model puts after ``Answer:`` is not."""
 
+    markers: frozenset[str] = frozenset()
+
     def __init__(self) -> None:
-        self._parts: list[str] = []
         self._started = False
 
     def feed(self, text: str) -> list[OutputDelta]:
@@ -50,11 +50,10 @@ class PlainOutputParser:
             if not text:
                 return []
             self._started = True
-        self._parts.append(text)
         return [ContentDelta(text)]
 
-    def finish(self) -> ParsedOutput:
-        return ParsedOutput(content="".join(self._parts))
+    def finish(self) -> list[OutputDelta]:
+        return []
 
 
 class PlainFormat:

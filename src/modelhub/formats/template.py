@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import llama_cpp
 
-from modelhub.formats.base import ContentDelta, EncodedPrompt, OutputDelta, ParsedOutput, Tokenizer
+from modelhub.formats.base import ContentDelta, EncodedPrompt, OutputDelta, Tokenizer
 from modelhub.formats.grammar import response_format_grammar
 from modelhub.formats.plain import message_text
 from modelhub.schemas.chat import ChatCompletionRequest
@@ -25,15 +25,13 @@ __all__ = ["TemplateFormat", "TextOutputParser"]
 
 
 class TextOutputParser:
-    def __init__(self) -> None:
-        self._parts: list[str] = []
+    markers: frozenset[str] = frozenset()
 
     def feed(self, text: str) -> list[OutputDelta]:
-        self._parts.append(text)
-        return [ContentDelta(text)]
+        return [ContentDelta(text)] if text else []
 
-    def finish(self) -> ParsedOutput:
-        return ParsedOutput(content="".join(self._parts))
+    def finish(self) -> list[OutputDelta]:
+        return []
 
 
 class TemplateFormat:

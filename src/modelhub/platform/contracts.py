@@ -38,9 +38,11 @@ class Limits:
     burst: int | None = None
     rpm: int | None = None
     tpm: int | None = None
+    # Sequences of this contract an engine runs at once (None: the engine's default).
+    max_running: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("rps", "burst", "rpm", "tpm"):
+        for name in ("rps", "burst", "rpm", "tpm", "max_running"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise InvalidRequestError(f"limit {name} must be positive, got {value}")

@@ -43,7 +43,7 @@ class UsageRecord:
     prompt_tokens: int
     image_tokens: int
     completion_tokens: int
-    status: Literal["ok", "error", "cancelled", "rejected"]
+    status: Literal["ok", "error", "cancelled", "rate_limited", "refused"]
     finish_reason: str | None
 
     def to_row(self) -> dict:

@@ -38,6 +38,17 @@ async def open_store(settings: Settings) -> tuple[AsyncEngine, ContractStore]:
     return engine, ContractStore(engine)
 
 
+class InFlight:
+    def __init__(self, ledger: Ledger):
+        self._ledger = ledger
+
+    def checkpoint(self, row: UsageRecord) -> None:
+        pass
+
+    async def finish(self, row: UsageRecord) -> None:
+        self._ledger.add(row.to_row())
+
+
 class Platform:
     def __init__(
         self,
@@ -92,7 +103,11 @@ class Platform:
     async def reserve(self, principal: Principal, model: str, tokens: int) -> Reservation:
         return await self._limiter.reserve(principal, model, tokens)
 
-    def record(self, row: UsageRecord) -> None:
+    def begin(self, row: UsageRecord) -> InFlight:
+        """An admitted request (journal placeholder until the durable journal lands)."""
+        return InFlight(self._ledger)
+
+    async def record(self, row: UsageRecord) -> None:
         """Queue the request's ledger row; it is written off the request path."""
         self._ledger.add(row.to_row())
 

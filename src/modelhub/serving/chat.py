@@ -1,459 +1,209 @@
-"""Chat completions, from a parsed request to OpenAI response objects. No HTTP here.
+"""Chat completions, from a parsed request to OpenAI objects. No HTTP here.
 
-A request goes through explicit stages: resolve (catalog, lifecycle, backend) -> validate
-(against the model card) -> load images -> encode (the model's format: exact prompt tokens)
--> limit (contract-wide reservation) -> generate (one engine job per choice) -> decode
-(stop strings, output parser) -> account (ledger row, reservation reconciled).
+A request goes through stages that each stand alone:
+
+1. **prepare** (``prepare.PromptStage``): resolve the model (catalog, lifecycle, checks
+   against the card), *admit* it against the contract's rate limits with a cheap token
+   estimate, and only then fetch and decode its images and encode its prompt exactly;
+2. **run**: one backend stream of choice events per choice, merged;
+3. **render** (``render``): the events folded into a response, or into stream chunks;
+4. **account** (``accounting``): journaled from the first event, settled exactly once
+   with its final status, whatever the client does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import anyio
 
-from modelhub.engines.base import (
-    FinishEvent,
-    GenerationJob,
-    MessageDelta,
-    RemoteCounter,
-    SamplingParams,
-    TokenEvent,
-)
-from modelhub.errors import ContextLengthExceededError, RateLimitError
-from modelhub.formats.base import (
-    ContentDelta,
-    EncodedPrompt,
-    OutputDelta,
-    ParsedOutput,
-    ToolCallDelta,
-)
-from modelhub.media import load_images
+from modelhub.errors import EngineOverloadedError, RateLimitError
 from modelhub.metrics import Metrics
-from modelhub.platform import Platform, Principal, Reservation, UsageRecord
+from modelhub.platform import Platform, Principal, Reservation
 from modelhub.schemas.chat import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
-    Choice,
-    ChoiceLogprobs,
-    ChunkChoice,
-    Delta,
-    DeltaToolCall,
-    FunctionCall,
-    ResponseMessage,
-    TokenLogprob,
-    ToolCall,
-    TopLogprob,
-    Usage,
     new_completion_id,
 )
-from modelhub.serving.deployment import Deployment, ServedModel
+from modelhub.serving.accounting import Accounting, RequestAccount
+from modelhub.serving.backends.base import ChoiceEvent, RequestJob
+from modelhub.serving.deployment import Deployment
 from modelhub.serving.merge import merge
-from modelhub.serving.stops import StopMatcher
-from modelhub.serving.validation import validate_for_model
+from modelhub.serving.prepare import PreparedChat, PromptStage, Resolved, estimate_prompt_tokens
+from modelhub.serving.render import ChunkRenderer, CompletionBuilder
 from modelhub.settings import Settings
-
-if TYPE_CHECKING:
-    from PIL.Image import Image
 
 __all__ = ["ChatService", "PreparedChat"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class PreparedChat:
-    """A request that passed every check up to inference, with its exact prompt."""
-
-    id: str
-    request: ChatCompletionRequest
-    served: ServedModel
-    prompt: EncodedPrompt
-    max_tokens: int
-    headers: dict[str, str]
-    received_at: datetime
-    principal: Principal
-    images: Mapping[str, Image] = field(default_factory=dict)
-    reservation: Reservation | None = None
+Indexed = tuple[int, ChoiceEvent]
 
 
-@dataclass
-class _ChoiceUpdate:
-    index: int
-    deltas: list[OutputDelta]
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-    finish_reason: str | None = None
-    parsed: ParsedOutput | None = None
+async def _indexed(index: int, events: AsyncIterator[ChoiceEvent]) -> AsyncIterator[Indexed]:
+    try:
+        async for event in events:
+            yield index, event
+    finally:
+        await events.aclose()
 
 
-@dataclass
-class _Tally:
-    """What a request actually used, kept while it runs, for billing and metrics."""
-
-    choice_tokens: dict[int, int] = field(default_factory=dict)
-    engine_prompt_tokens: int | None = None  # the engine's own count, once it reports it
-    first_token_at: datetime | None = None
-    finish_reasons: dict[int, str] = field(default_factory=dict)
-
-    @property
-    def completion_tokens(self) -> int:
-        return sum(self.choice_tokens.values())
-
-    def token(self, index: int) -> None:
-        self.choice_tokens[index] = self.choice_tokens.get(index, 0) + 1
-        if self.first_token_at is None:
-            self.first_token_at = datetime.now(UTC)
-
-    def finished(self, index: int, event: FinishEvent) -> None:
-        # An engine's final count is authoritative (an upstream's usage); before it, each
-        # token or delta received counts as one, which is what a cut stream is billed.
-        self.choice_tokens[index] = event.completion_tokens
-        self.engine_prompt_tokens = event.prompt_tokens
-
-    def prompt_tokens(self, prepared: PreparedChat) -> int:
-        if self.engine_prompt_tokens is not None:
-            return self.engine_prompt_tokens
-        return prepared.prompt.prompt_tokens
-
-
-class _UpstreamMessage:
-    """Collects an upstream's already-parsed deltas into the final message."""
-
-    def __init__(self) -> None:
-        self._content: list[str] = []
-        self._calls: dict[int, dict] = {}
-
-    def feed(self, text: str, calls: tuple[ToolCallDelta, ...]) -> list[OutputDelta]:
-        deltas: list[OutputDelta] = [ContentDelta(text)] if text else []
-        self._content.append(text)
-        for call in calls:
-            entry = self._calls.setdefault(call.index, {"id": None, "name": "", "arguments": ""})
-            entry["id"] = call.id or entry["id"]
-            entry["name"] += call.name or ""
-            entry["arguments"] += call.arguments
-            deltas.append(call)
-        return deltas
-
-    def finish(self) -> ParsedOutput:
-        calls = [
-            ToolCall(
-                id=c["id"] or f"call_{i}",
-                function=FunctionCall(name=c["name"], arguments=c["arguments"]),
-            )
-            for i, c in sorted(self._calls.items())
-        ]
-        content = "".join(self._content)
-        return ParsedOutput(content=content or None, tool_calls=calls)
-
-
-def _logprob_entry(event: TokenEvent) -> TokenLogprob:
-    return TokenLogprob(
-        token=event.text,
-        logprob=event.logprob if event.logprob is not None else 0.0,
-        bytes=list(event.text.encode()),
-        top_logprobs=[
-            TopLogprob(token=t, logprob=lp, bytes=list(t.encode())) for t, lp in event.top_logprobs
-        ],
-    )
+def _final_status(exc: BaseException, account: RequestAccount) -> str:
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        return "cancelled"
+    if isinstance(exc, EngineOverloadedError) and account.tally.first_token_at is None:
+        return "refused"
+    return "error"
 
 
 class ChatService:
     def __init__(
         self, deployment: Deployment, platform: Platform, metrics: Metrics, settings: Settings
     ):
-        self._deployment = deployment
+        self._prompts = PromptStage(deployment, settings)
         self._platform = platform
-        self._metrics = metrics
+        self._accounting = Accounting(platform, metrics, settings.journal_checkpoint_interval_s)
         self.settings = settings
 
-    # Stages up to inference ---------------------------------------------------------
+    # 1. Prepare ---------------------------------------------------------------------------
     async def prepare(self, request: ChatCompletionRequest, principal: Principal) -> PreparedChat:
         received_at = datetime.now(UTC)
         if request.ignored_fields:
             log.debug("ignoring unknown request fields: %s", ", ".join(request.ignored_fields))
-        served = self._deployment.get(request.model)
-        lifecycle_headers = self._deployment.catalog.check_lifecycle(served.card)
-        validate_for_model(request, served.card)
-        engine = served.require_engine()
-        images = await load_images(request, self.settings)
-        if served.format is None and isinstance(engine, RemoteCounter):
-            prompt = await engine.count_prompt(request)
-        else:
-            prompt = await anyio.to_thread.run_sync(served.require_format().encode, request, images)
-        max_tokens = self._max_tokens(request, prompt, served)
+        completion_id = new_completion_id()
+        resolved = self._prompts.resolve(request)
+        reservation = await self._admit(completion_id, request, principal, resolved, received_at)
+        try:
+            images, prompt = await self._prompts.encode(resolved, request)
+            max_tokens = self._prompts.max_tokens(resolved, request, prompt)
+        except BaseException:
+            await reservation.release()
+            raise
         return PreparedChat(
-            id=new_completion_id(),
+            id=completion_id,
             request=request,
-            served=served,
+            served=resolved.served,
+            principal=principal,
+            received_at=received_at,
+            headers={**resolved.headers, **reservation.headers},
             prompt=prompt,
             max_tokens=max_tokens,
-            headers=lifecycle_headers,
-            received_at=received_at,
-            principal=principal,
             images=images,
+            reservation=reservation,
         )
 
-    @staticmethod
-    def _max_tokens(
-        request: ChatCompletionRequest, prompt: EncodedPrompt, served: ServedModel
-    ) -> int:
-        window = served.max_context
-        asked = request.requested_max_tokens
-        param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
-        if prompt.estimated_tokens is not None:
-            return asked or max(window - prompt.prompt_tokens, 1)  # the upstream enforces it
-        if prompt.prompt_tokens >= window or (asked and prompt.prompt_tokens + asked > window):
-            wanted = f" + {asked} ({param})" if asked else ""
-            raise ContextLengthExceededError(
-                f"This model's maximum context length is {window} tokens. However, you requested "
-                f"{prompt.prompt_tokens + (asked or 0)} tokens ({prompt.prompt_tokens} in the "
-                f"messages{wanted}). Please reduce the length of the messages or completion.",
-                param="messages" if not asked else param,
-            )
-        return asked or window - prompt.prompt_tokens
-
-    async def admit(self, prepared: PreparedChat) -> None:
-        """Reserve the request's tokens against its contract's limits (429 if over)."""
-        # The reservation is for the worst case; it is reconciled to what was used.
-        worst = prepared.prompt.prompt_tokens + prepared.max_tokens * prepared.request.n
+    async def _admit(
+        self,
+        completion_id: str,
+        request: ChatCompletionRequest,
+        principal: Principal,
+        resolved: Resolved,
+        received_at: datetime,
+    ) -> Reservation:
+        """Reserve the worst case against the contract's limits (429 if over), before any
+        image is fetched or prompt encoded; it is reconciled to what was used."""
+        estimate = estimate_prompt_tokens(request)
+        per_choice = resolved.asked_max_tokens or max(resolved.served.max_context - estimate, 1)
         try:
-            prepared.reservation = await self._platform.reserve(
-                prepared.principal, prepared.request.model, worst
+            return await self._platform.reserve(
+                principal, request.model, estimate + per_choice * request.n
             )
         except RateLimitError:
-            # On record, at no cost: nothing was processed.
-            rejected = self._record(
-                prepared, _Tally(), "rejected", prompt_tokens=0, finished_at=datetime.now(UTC)
+            await self._accounting.rate_limited(
+                completion_id, principal, request.model, received_at
             )
-            self._platform.record(rejected)
             raise
-        prepared.headers.update(prepared.reservation.headers)
 
-    # Generation ------------------------------------------------------------------------
-    def _job(self, prepared: PreparedChat, index: int) -> GenerationJob:
-        request = prepared.request
-        params = SamplingParams(
-            max_tokens=prepared.max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            # Choices of one request must differ yet stay reproducible for a given seed.
-            seed=None if request.seed is None else request.seed + index,
-            presence_penalty=request.presence_penalty,
-            frequency_penalty=request.frequency_penalty,
-            top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
-            grammar=prepared.prompt.grammar,
-        )
-        return GenerationJob(
-            f"{prepared.id}/{index}", prepared.prompt, params, request, prepared.images
-        )
-
-    async def _run_choice(
-        self, prepared: PreparedChat, index: int, tally: _Tally
-    ) -> AsyncIterator[_ChoiceUpdate]:
-        request = prepared.request
-        engine = prepared.served.require_engine()
-        stops = StopMatcher([*request.stop_strings, *prepared.prompt.stop])
-        parser = prepared.served.format.output_parser(request) if prepared.served.format else None
-        upstream = _UpstreamMessage()
-        finish: str | None = None
-        events = engine.generate(self._job(prepared, index))
+    async def tokenize(self, request: ChatCompletionRequest, principal: Principal) -> dict:
+        """``/tokenize``, metered like chat: the caller's request limits apply first."""
+        resolved = self._prompts.resolve(request)
+        reservation = await self._platform.reserve(principal, request.model, 0)
         try:
-            async for event in events:
-                if isinstance(event, FinishEvent):
-                    tally.finished(index, event)
-                    finish = event.reason
-                    break
-                tally.token(index)
-                text = stops.feed(event.text if isinstance(event, TokenEvent) else event.content)
-                if isinstance(event, MessageDelta):
-                    deltas = upstream.feed(text, event.tool_calls)
-                    logprobs = []
-                else:
-                    deltas = parser.feed(text) if text else []
-                    logprobs = [_logprob_entry(event)] if event.logprob is not None else []
-                if deltas or logprobs:
-                    yield _ChoiceUpdate(index, deltas, logprobs)
-                if stops.stopped:
-                    finish = "stop"
-                    break
+            return await self._prompts.count(resolved, request)
         finally:
-            await events.aclose()
-        tail = stops.flush()
-        if parser is not None:
-            deltas = parser.feed(tail) if tail else []
-            parsed = parser.finish()
-        else:
-            deltas = upstream.feed(tail, ())
-            parsed = upstream.finish()
-        deltas.extend(parsed.deltas)
-        if parsed.tool_calls:
-            finish = "tool_calls"
-        tally.finish_reasons[index] = finish or "stop"
-        yield _ChoiceUpdate(index, deltas, finish_reason=finish or "stop", parsed=parsed)
+            await reservation.release()
 
-    def _updates(self, prepared: PreparedChat, tally: _Tally) -> AsyncIterator[_ChoiceUpdate]:
-        runs = [self._run_choice(prepared, i, tally) for i in range(prepared.request.n)]
+    # 2. Run ---------------------------------------------------------------------------------
+    def _events(self, prepared: PreparedChat) -> AsyncIterator[Indexed]:
+        backend = prepared.served.require_backend()
+        principal = prepared.principal
+        job = RequestJob(
+            id=prepared.id,
+            request=prepared.request,
+            prompt=prepared.prompt,
+            images=prepared.images,
+            max_tokens=prepared.max_tokens,
+            tenant="" if principal.contract_id is None else str(principal.contract_id),
+            max_running=principal.limits.max_running,
+        )
+        runs = [_indexed(i, backend.generate(job, i)) for i in range(prepared.request.n)]
         return runs[0] if len(runs) == 1 else merge(runs)
 
+    @staticmethod
+    async def _settle(
+        account: RequestAccount, events: AsyncIterator[Indexed], exc: BaseException
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await events.aclose()
+            await account.close(_final_status(exc, account))
+
+    # 3. Render, 4. account ----------------------------------------------------------------
     async def complete(self, prepared: PreparedChat) -> ChatCompletion:
-        tally = _Tally()
-        choices: dict[int, Choice] = {}
-        logprobs: dict[int, list[TokenLogprob]] = {i: [] for i in range(prepared.request.n)}
-        status = "error"
-        try:
-            async for update in self._updates(prepared, tally):
-                logprobs[update.index].extend(update.logprobs)
-                if update.parsed is not None:
-                    choices[update.index] = self._choice(prepared, update, logprobs[update.index])
-            status = "ok"
-        finally:
-            await self._account(prepared, tally, status)
-        return ChatCompletion(
-            id=prepared.id,
-            model=prepared.request.model,
-            choices=[choices[i] for i in sorted(choices)],
-            usage=self._usage(prepared, tally),
-        )
-
-    @staticmethod
-    def _choice(
-        prepared: PreparedChat, update: _ChoiceUpdate, logprobs: list[TokenLogprob]
-    ) -> Choice:
-        assert update.parsed is not None
-        return Choice(
-            index=update.index,
-            message=ResponseMessage(
-                content=update.parsed.content
-                if update.parsed.content or not update.parsed.tool_calls
-                else None,
-                tool_calls=update.parsed.tool_calls,
-            ),
-            logprobs=ChoiceLogprobs(content=logprobs) if prepared.request.logprobs else None,
-            finish_reason=update.finish_reason,
-        )
-
-    async def stream(self, prepared: PreparedChat) -> AsyncIterator[ChatCompletionChunk]:
         request = prepared.request
-        tally = _Tally()
-        created = int(time.time())
-        status = "cancelled"
-
-        def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
-            return ChatCompletionChunk(
-                id=prepared.id, created=created, model=request.model, choices=choices, usage=usage
-            )
-
+        account = self._accounting.open(prepared)
+        builder = CompletionBuilder(prepared.id, request.model, request.n, request.logprobs)
+        events = self._events(prepared)
         try:
-            for i in range(request.n):
-                yield chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content=""))])
-            async for update in self._updates(prepared, tally):
-                logprobs = ChoiceLogprobs(content=update.logprobs) if update.logprobs else None
-                for delta in self._wire_deltas(update.deltas):
-                    yield chunk([ChunkChoice(index=update.index, delta=delta, logprobs=logprobs)])
-                    logprobs = None
-                if logprobs is not None:
-                    yield chunk([ChunkChoice(index=update.index, delta=Delta(), logprobs=logprobs)])
-                if update.finish_reason is not None:
-                    yield chunk(
-                        [
-                            ChunkChoice(
-                                index=update.index,
-                                delta=Delta(),
-                                finish_reason=update.finish_reason,
-                            )
-                        ]
-                    )
-            status = "ok"
-            if request.stream_options and request.stream_options.include_usage:
-                yield chunk([], usage=self._usage(prepared, tally))
-        except Exception:
-            status = "error"
+            async for index, event in events:
+                account.see(index, event)
+                builder.add(index, event)
+        except BaseException as exc:
+            await self._settle(account, events, exc)
             raise
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._account(prepared, tally, status)
+        await account.close("ok")
+        return builder.build(account.tally.usage())
 
-    @staticmethod
-    def _wire_deltas(deltas: list[OutputDelta]) -> list[Delta]:
-        wire: list[Delta] = []
-        for d in deltas:
-            if isinstance(d, ContentDelta):
-                if wire and wire[-1].content is not None:
-                    wire[-1].content += d.text
-                else:
-                    wire.append(Delta(content=d.text))
-            else:
-                wire.append(
-                    Delta(
-                        tool_calls=[
-                            DeltaToolCall(
-                                index=d.index,
-                                id=d.id,
-                                type="function" if d.id else None,
-                                function={"name": d.name, "arguments": d.arguments},
-                            )
-                        ]
-                    )
-                )
-        return wire
+    async def open_stream(
+        self, prepared: PreparedChat
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        """Start the request and wait for its first event, so that a refusal (a full
+        queue, an upstream that says no) is still a status code, not an in-stream error."""
+        account = self._accounting.open(prepared)
+        events = self._events(prepared)
+        try:
+            first = await anext(events)
+        except BaseException as exc:
+            await self._settle(account, events, exc)
+            raise
+        return self._stream(prepared, account, first, events)
 
-    # Accounting ----------------------------------------------------------------------------
-    @staticmethod
-    def _usage(prepared: PreparedChat, tally: _Tally) -> Usage:
-        prompt = tally.prompt_tokens(prepared)
-        return Usage(
-            prompt_tokens=prompt,
-            completion_tokens=tally.completion_tokens,
-            total_tokens=prompt + tally.completion_tokens,
-        )
-
-    async def _account(self, prepared: PreparedChat, tally: _Tally, status: str) -> None:
-        model = prepared.request.model
-        prompt = tally.prompt_tokens(prepared)
-        finished_at = datetime.now(UTC)
-        self._metrics.prompt_tokens.labels(model).inc(prompt)
-        self._metrics.completion_tokens.labels(model).inc(tally.completion_tokens)
-        # The metrics use the ledger's own three timestamps, so the two never disagree.
-        first = tally.first_token_at
-        if first is not None:
-            ttft = (first - prepared.received_at).total_seconds()
-            self._metrics.time_to_first_token.labels(model).observe(max(ttft, 0.0))
-            if tally.completion_tokens > 1:
-                decoding = (finished_at - first).total_seconds()
-                per_token = decoding / (tally.completion_tokens - 1)
-                self._metrics.time_per_output_token.labels(model).observe(per_token)
-        if prepared.reservation is not None:
-            await prepared.reservation.commit(prompt + tally.completion_tokens)
-        self._platform.record(
-            self._record(prepared, tally, status, prompt_tokens=prompt, finished_at=finished_at)
-        )
-
-    @staticmethod
-    def _record(
+    async def _stream(
+        self,
         prepared: PreparedChat,
-        tally: _Tally,
-        status: str,
-        *,
-        prompt_tokens: int,
-        finished_at: datetime,
-    ) -> UsageRecord:
-        reasons = set(tally.finish_reasons.values())
-        return UsageRecord(
-            request_id=prepared.id,
-            principal=prepared.principal,
-            model=prepared.request.model,
-            received_at=prepared.received_at,
-            first_token_at=tally.first_token_at,
-            finished_at=finished_at,
-            prompt_tokens=prompt_tokens,
-            image_tokens=prepared.prompt.image_tokens if prompt_tokens else 0,
-            completion_tokens=tally.completion_tokens,
-            status=status,
-            finish_reason=reasons.pop() if len(reasons) == 1 else None,
-        )
+        account: RequestAccount,
+        first: Indexed,
+        events: AsyncIterator[Indexed],
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        request = prepared.request
+        renderer = ChunkRenderer(prepared.id, request.model, int(time.time()), request.n)
+        try:
+            for chunk in renderer.opening():
+                yield chunk
+            item: Indexed | None = first
+            while item is not None:
+                index, event = item
+                account.see(index, event)
+                for chunk in renderer.render(index, event):
+                    yield chunk
+                item = await anext(events, None)
+        except BaseException as exc:
+            await self._settle(account, events, exc)
+            raise
+        await account.close("ok")  # durable before the last bytes leave
+        if request.stream_options and request.stream_options.include_usage:
+            yield renderer.usage(account.tally.usage())

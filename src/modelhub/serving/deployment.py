@@ -1,4 +1,5 @@
-"""Which engine and which chat format serve each catalog model, built once at start-up."""
+"""Which backend serves each catalog model (a format + engine here, or an upstream pool),
+built once at start-up."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelhub.catalog import Catalog, ModelCard
-from modelhub.engines.base import Engine, EngineStats
+from modelhub.engines.base import EngineStats
 from modelhub.engines.llamacpp import LlamaCppEngine
-from modelhub.engines.upstream import UpstreamEngine
 from modelhub.errors import ModelUnavailableError
 from modelhub.formats.base import ChatFormat
 from modelhub.formats.plain import PlainFormat
 from modelhub.formats.template import TemplateFormat
 from modelhub.metrics import Metrics
+from modelhub.serving.backends.base import Backend
+from modelhub.serving.backends.local import LocalBackend
+from modelhub.serving.backends.upstream import UpstreamBackend
 from modelhub.settings import Settings
 
 __all__ = ["Deployment", "ServedModel"]
@@ -26,18 +29,20 @@ log = logging.getLogger(__name__)
 @dataclass
 class ServedModel:
     card: ModelCard
-    format: ChatFormat | None
-    engine: Engine | None
-    where: str  # for logs and errors: a GGUF path, upstream URLs, or "not configured"
+    backend: Backend | None
+
+    @property
+    def where(self) -> str:
+        return self.backend.where if self.backend else "not configured"
 
     @property
     def max_context(self) -> int:
         window = self.card.technology.context_window
-        engine_window = getattr(self.engine, "max_context", None)
+        engine_window = self.backend.max_context if self.backend else None
         return min(window, engine_window) if engine_window else window
 
-    def require_engine(self) -> Engine:
-        if self.engine is None:
+    def require_backend(self) -> Backend:
+        if self.backend is None:
             raise ModelUnavailableError(
                 f"The model '{self.card.id}' is in the catalog but no backend serves it on this "
                 "hub. An operator configures one with MODELHUB_BACKENDS, e.g. "
@@ -46,15 +51,7 @@ class ServedModel:
                 param="model",
                 headers={"Retry-After": "3600"},
             )
-        return self.engine
-
-    def require_format(self) -> ChatFormat:
-        if self.format is None:
-            self.require_engine()
-            raise ModelUnavailableError(
-                f"The model '{self.card.id}' has no prompt format on this hub.", param="model"
-            )
-        return self.format
+        return self.backend
 
 
 def _resolve_gguf(spec: str, cache_dir: Path) -> Path:
@@ -78,22 +75,22 @@ class Deployment:
 
     async def start(self) -> None:
         for card in self.catalog:
-            served = await self._serve(card)
+            served = ServedModel(card, await self._backend(card))
             self._served[card.id] = served
-            if served.engine is None:
+            if served.backend is None:
                 log.info("model %s: listed, not served (no backend configured)", card.id)
             else:
                 log.info(
-                    "model %s: served by %s from %s", card.id, served.engine.name, served.where
+                    "model %s: served by %s from %s", card.id, served.backend.name, served.where
                 )
         self._metrics.watch_engines(self.engine_stats)
 
     async def close(self) -> None:
         for served in self._served.values():
-            if served.engine is not None:
-                await served.engine.close()
+            if served.backend is not None:
+                await served.backend.close()
 
-    async def _serve(self, card: ModelCard) -> ServedModel:
+    async def _backend(self, card: ModelCard) -> Backend | None:
         backend = card.backend
         if backend.kind == "llamacpp":
             assert backend.gguf is not None
@@ -110,20 +107,21 @@ class Deployment:
                 observer=self._metrics.step_observer(card.id),
             )
             await engine.start()
-            return ServedModel(card, self._format(card, engine), engine, str(path))
+            return LocalBackend(self._format(card, engine), engine, str(path))
         if backend.kind == "upstream":
-            engine = UpstreamEngine(
+            upstream = UpstreamBackend(
                 list(backend.upstreams),
                 backend.served_model_name or card.id,
+                chat_format=self._format(card, None),
                 connect_timeout_s=self._settings.upstream_connect_timeout_s,
                 read_timeout_s=self._settings.upstream_read_timeout_s,
                 health_interval_s=self._settings.upstream_health_interval_s,
                 api_key=self._settings.upstream_api_key,
                 on_prompt_mismatch=self._metrics.prompt_mismatch_observer(card.id),
             )
-            await engine.start()
-            return ServedModel(card, self._format(card, None), engine, ", ".join(backend.upstreams))
-        return ServedModel(card, self._format(card, None), None, "not configured")
+            await upstream.start()
+            return upstream
+        return None
 
     def _format(self, card: ModelCard, engine: LlamaCppEngine | None) -> ChatFormat | None:
         if card.format == "mistral":
@@ -152,7 +150,7 @@ class Deployment:
 
     @property
     def ready(self) -> bool:
-        return all(s.engine.ready for s in self._served.values() if s.engine is not None)
+        return all(s.backend.ready for s in self._served.values() if s.backend is not None)
 
     def engine_stats(self) -> dict[str, EngineStats]:
-        return {m: s.engine.stats() for m, s in self._served.items() if s.engine is not None}
+        return {m: s.backend.stats() for m, s in self._served.items() if s.backend is not None}

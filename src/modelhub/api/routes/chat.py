@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
+from modelhub.api.cancellation import until_disconnect
 from modelhub.api.deps import authenticate, hub
 from modelhub.api.sse import sse_events
 from modelhub.errors import ModelhubError
@@ -21,24 +22,23 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     requests = h.metrics.requests
     try:
         principal = await authenticate(request, body.model)
-        prepared = await h.chat.prepare(body, principal)
-        await h.chat.admit(prepared)
-    except ModelhubError as exc:
-        requests.labels(body.model, str(exc.status_code)).inc()
-        raise
-    if body.stream:
-        requests.labels(body.model, "200").inc()
-        return StreamingResponse(
-            sse_events(h.chat.stream(prepared)),
-            media_type="text/event-stream",
-            headers={**prepared.headers, "Cache-Control": "no-cache"},
-        )
-    try:
-        completion = await h.chat.complete(prepared)
+        prepared = await until_disconnect(request, h.chat.prepare(body, principal))
+        if body.stream:
+            chunks = await until_disconnect(request, h.chat.open_stream(prepared))
+            response: Response = StreamingResponse(
+                sse_events(chunks),
+                media_type="text/event-stream",
+                headers={**prepared.headers, "Cache-Control": "no-cache"},
+            )
+        else:
+            completion = await until_disconnect(request, h.chat.complete(prepared))
+            response = Response(
+                completion.model_dump_json(),
+                media_type="application/json",
+                headers=prepared.headers,
+            )
     except ModelhubError as exc:
         requests.labels(body.model, str(exc.status_code)).inc()
         raise
     requests.labels(body.model, "200").inc()
-    return Response(
-        completion.model_dump_json(), media_type="application/json", headers=prepared.headers
-    )
+    return response

@@ -27,8 +27,8 @@ def describe(served: ServedModel, now: datetime) -> dict:
         "lifecycle": {**body["lifecycle"], "status": card.lifecycle.stage(now)},
         "endpoints": {**body["endpoints"], "supported": card.endpoints.supported()},
         "availability": {
-            "available": served.engine is not None,
-            "engine": served.engine.name if served.engine is not None else None,
+            "available": served.backend is not None,
+            "engine": served.backend.name if served.backend is not None else None,
         },
     }
 

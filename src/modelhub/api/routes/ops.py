@@ -21,7 +21,7 @@ async def health() -> dict:
 @router.get("/ready")
 async def ready(request: Request) -> Response:
     deployment = hub(request).deployment
-    models = {s.card.id: (s.engine.ready if s.engine else None) for s in deployment}
+    models = {s.card.id: (s.backend.ready if s.backend else None) for s in deployment}
     ok = deployment.ready
     return JSONResponse({"ready": ok, "models": models}, status_code=200 if ok else 503)
 

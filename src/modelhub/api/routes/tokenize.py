@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from modelhub.api.cancellation import until_disconnect
 from modelhub.api.deps import authenticate, hub
+from modelhub.errors import ModelhubError
 from modelhub.schemas.chat import ChatCompletionRequest
-from modelhub.serving.tokenize import count_prompt
 
 __all__ = ["router"]
 
@@ -15,6 +16,12 @@ router = APIRouter()
 
 @router.post("/tokenize")
 async def tokenize(body: ChatCompletionRequest, request: Request) -> dict:
-    await authenticate(request, body.model)
     h = hub(request)
-    return await count_prompt(h.deployment, h.chat.settings, body)
+    try:
+        principal = await authenticate(request, body.model)
+        counted = await until_disconnect(request, h.chat.tokenize(body, principal))
+    except ModelhubError as exc:
+        h.metrics.tokenize_requests.labels(body.model, str(exc.status_code)).inc()
+        raise
+    h.metrics.tokenize_requests.labels(body.model, "200").inc()
+    return counted

@@ -1,12 +1,14 @@
-"""Upstream engines: OpenAI-compatible servers (vLLM in production, llama-server, another
+"""A model served by OpenAI-compatible servers (vLLM in production, llama-server, another
 modelhub) behind the gateway.
 
 The gateway has already validated the request (context window, images, tools, limits).
-Images go upstream as data URIs of the bytes the gateway fetched and checked, so an
-upstream never fetches a caller's URL itself. Every upstream call streams with
+Images go upstream as data URIs of the images the gateway fetched and checked, so an
+upstream never fetches a caller's URL itself; the body is built once per request, not per
+choice. The upstream applies the stop strings and parses tool calls itself; this module
+only relays its deltas as choice events. Every upstream call streams with
 ``include_usage``, so billing uses the engine's own counts. A request moves to another
-replica only while nothing has reached the client; after that a failure ends the stream
-with an error.
+replica only while nothing has been relayed; after that a failure ends the choice with an
+error.
 """
 
 from __future__ import annotations
@@ -15,31 +17,35 @@ import base64
 import io
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING
 
+import anyio
 import httpx
 
-from modelhub.engines.base import EngineStats, FinishEvent, GenerationJob, MessageDelta
-from modelhub.engines.upstream_pool import Replica, ReplicaPool
+from modelhub.engines.base import EngineStats
 from modelhub.errors import (
     InvalidRequestError,
     ModelhubError,
     UpstreamError,
     UpstreamTimeoutError,
 )
-from modelhub.formats.base import EncodedPrompt, ToolCallDelta
+from modelhub.formats.base import ChatFormat, ContentDelta, EncodedPrompt, ToolCallDelta
 from modelhub.schemas.chat import ChatCompletionRequest, ImagePart
+from modelhub.serving.backends.base import ChoiceEnd, ChoiceEvent, Logprob, Progress, RequestJob
+from modelhub.serving.backends.upstream_pool import Replica, ReplicaPool
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["UpstreamEngine"]
+__all__ = ["UpstreamBackend"]
 
 log = logging.getLogger(__name__)
 
 # Fields the gateway owns: it fans out ``n`` itself and always streams with usage.
-_NOT_FORWARDED = {"model", "n", "stream", "stream_options", "messages"}
+_NOT_FORWARDED = {"model", "n", "stream", "stream_options", "messages", "max_completion_tokens"}
+_PROGRESS = Progress()
 
 
 def _data_uri(image: Image) -> str:
@@ -54,15 +60,36 @@ def _messages(request: ChatCompletionRequest, images: Mapping[str, Image]) -> li
         data = message.model_dump(exclude_none=True)
         if isinstance(message.content, list):
             for j, part in enumerate(message.content):
-                if isinstance(part, ImagePart) and f"messages[{i}].content[{j}]" in images:
-                    data["content"][j]["image_url"]["url"] = _data_uri(
-                        images[f"messages[{i}].content[{j}]"]
-                    )
+                where = f"messages[{i}].content[{j}]"
+                if isinstance(part, ImagePart) and where in images:
+                    data["content"][j]["image_url"]["url"] = _data_uri(images[where])
         messages.append(data)
     return messages
 
 
-class UpstreamEngine:
+def _tool_call(raw: dict) -> ToolCallDelta:
+    function = raw.get("function") or {}
+    return ToolCallDelta(
+        index=raw.get("index", 0),
+        id=raw.get("id"),
+        name=function.get("name"),
+        arguments=function.get("arguments") or "",
+    )
+
+
+def _logprobs(choice: dict) -> list[Logprob]:
+    entries = (choice.get("logprobs") or {}).get("content") or []
+    return [
+        Logprob(
+            e["token"],
+            e["logprob"],
+            tuple((t["token"], t["logprob"]) for t in e.get("top_logprobs") or ()),
+        )
+        for e in entries
+    ]
+
+
+class UpstreamBackend:
     name = "upstream"
 
     def __init__(
@@ -70,6 +97,7 @@ class UpstreamEngine:
         urls: list[str],
         served_model_name: str,
         *,
+        chat_format: ChatFormat | None,
         connect_timeout_s: float,
         read_timeout_s: float,
         health_interval_s: float,
@@ -84,9 +112,12 @@ class UpstreamEngine:
         )
         self.pool = ReplicaPool(urls, self._client, check_interval_s=health_interval_s)
         self.served_model_name = served_model_name
+        self.format = chat_format
+        self.where = ", ".join(urls)
         self._on_mismatch = on_prompt_mismatch
         self._remote_tokenize = True
         self._ready = False
+        self._bodies: weakref.WeakKeyDictionary[RequestJob, dict] = weakref.WeakKeyDictionary()
 
     async def start(self) -> None:
         self.pool.start()
@@ -101,6 +132,10 @@ class UpstreamEngine:
     def ready(self) -> bool:
         return self._ready and self.pool.any_healthy
 
+    @property
+    def max_context(self) -> int | None:
+        return None  # the catalog's window; the upstream enforces its own
+
     def stats(self) -> EngineStats:
         running = sum(r.outstanding for r in self.pool.replicas)
         healthy = sum(r.healthy for r in self.pool.replicas)
@@ -108,10 +143,15 @@ class UpstreamEngine:
             running=running, slots=len(self.pool.replicas), extra={"healthy_replicas": healthy}
         )
 
-    # Counting ------------------------------------------------------------------------
-    async def count_prompt(self, request: ChatCompletionRequest) -> EncodedPrompt:
-        """The upstream's own count (vLLM's and modelhub's ``/tokenize``), or an estimate
-        when it has none; billing uses the upstream's usage either way."""
+    # Encoding ------------------------------------------------------------------------
+    async def encode(
+        self, request: ChatCompletionRequest, images: Mapping[str, Image]
+    ) -> EncodedPrompt:
+        """The model's own format when the hub has it (exact, no round trip); else the
+        upstream's ``/tokenize`` (vLLM and modelhub have one); else an estimate, labelled as
+        such, which billing replaces with the upstream's usage."""
+        if self.format is not None:
+            return await anyio.to_thread.run_sync(self.format.encode, request, images)
         body = {
             "model": self.served_model_name,
             "messages": [m.model_dump(exclude_none=True) for m in request.messages],
@@ -134,27 +174,29 @@ class UpstreamEngine:
         return EncodedPrompt(token_ids=[], estimated_tokens=len(text) // 3 + 1)
 
     # Generation ------------------------------------------------------------------------
-    def _payload(self, job: GenerationJob, images: Mapping[str, Image]) -> dict:
-        request = job.request
-        assert request is not None
-        payload = request.model_dump(exclude_unset=True, exclude=_NOT_FORWARDED)
-        payload.update(
-            model=self.served_model_name,
-            messages=_messages(request, images),
-            stream=True,
-            stream_options={"include_usage": True},
-            max_tokens=job.params.max_tokens,
-        )
-        payload.pop("max_completion_tokens", None)
-        if job.params.seed is not None:
-            payload["seed"] = job.params.seed
-        return payload
+    def _body(self, job: RequestJob) -> dict:
+        """The upstream request, built once and shared by the request's choices."""
+        body = self._bodies.get(job)
+        if body is None:
+            request = job.request
+            body = request.model_dump(exclude_unset=True, exclude=_NOT_FORWARDED)
+            body.update(
+                model=self.served_model_name,
+                messages=_messages(request, job.images),
+                stream=True,
+                stream_options={"include_usage": True},
+                max_tokens=job.max_tokens,
+            )
+            self._bodies[job] = body
+        return body
 
-    async def generate(self, job: GenerationJob) -> AsyncIterator[MessageDelta | FinishEvent]:
-        payload = self._payload(job, job.images)
+    async def generate(self, job: RequestJob, index: int) -> AsyncIterator[ChoiceEvent]:
+        body = self._body(job)
+        if job.request.seed is not None:
+            body = {**body, "seed": job.request.seed + index}
         last_error: ModelhubError | None = None
         for replica in self.pool.candidates():
-            response = await self._open(replica, payload)
+            response = await self._open(replica, body)
             if isinstance(response, ModelhubError):
                 last_error = response
                 if response.status_code < 500:
@@ -177,11 +219,9 @@ class UpstreamEngine:
                 await response.aclose()
         raise last_error or UpstreamError("No upstream replica is configured.")
 
-    async def _open(self, replica: Replica, payload: dict) -> httpx.Response | ModelhubError:
+    async def _open(self, replica: Replica, body: dict) -> httpx.Response | ModelhubError:
         """Send the request and wait for the status line; a failure here can still move on."""
-        request = self._client.build_request(
-            "POST", f"{replica.url}/chat/completions", json=payload
-        )
+        request = self._client.build_request("POST", f"{replica.url}/chat/completions", json=body)
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TimeoutException:
@@ -195,20 +235,15 @@ class UpstreamEngine:
             replica.eject(f"status {response.status_code}")
             return UpstreamError(f"The model's engine failed (status {response.status_code}).")
         if response.status_code >= 400:
-            body = (await response.aread()).decode(errors="replace")
+            raw = (await response.aread()).decode(errors="replace")
             await response.aclose()
-            try:
-                message = json.loads(body)["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = body[:500]
-            return InvalidRequestError(f"The model's engine refused the request: {message}")
+            return InvalidRequestError(f"The model's engine refused the request: {_message(raw)}")
         return response
 
     async def _relay(
-        self, replica: Replica, response: httpx.Response, job: GenerationJob
-    ) -> AsyncIterator[MessageDelta | FinishEvent]:
-        finish_reason = "stop"
-        usage = None
+        self, replica: Replica, response: httpx.Response, job: RequestJob
+    ) -> AsyncIterator[ChoiceEvent]:
+        finish_reason, called, usage = "stop", False, None
         try:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -217,24 +252,22 @@ class UpstreamEngine:
                 if data == "[DONE]":
                     break
                 chunk = json.loads(data)
-                if "error" in chunk:
-                    raise UpstreamError(
-                        f"The model's engine failed: {chunk['error'].get('message', '')}"
-                    )
+                if "error" in chunk or chunk.get("object") == "error":
+                    raise UpstreamError(f"The model's engine failed: {_message(data)}")
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
                     delta = choice.get("delta") or {}
-                    calls = tuple(
-                        ToolCallDelta(
-                            index=c.get("index", 0),
-                            id=c.get("id"),
-                            name=(c.get("function") or {}).get("name"),
-                            arguments=(c.get("function") or {}).get("arguments") or "",
-                        )
-                        for c in delta.get("tool_calls") or []
-                    )
-                    if delta.get("content") or calls:
-                        yield MessageDelta(content=delta.get("content") or "", tool_calls=calls)
+                    calls = [_tool_call(c) for c in delta.get("tool_calls") or ()]
+                    logprobs = _logprobs(choice)
+                    if delta.get("content") or calls or logprobs:
+                        yield _PROGRESS
+                    for logprob in logprobs:
+                        yield logprob
+                    if delta.get("content"):
+                        yield ContentDelta(delta["content"])
+                    for call in calls:
+                        called = True
+                        yield call
                     finish_reason = choice.get("finish_reason") or finish_reason
         except httpx.TimeoutException as exc:
             replica.eject("stalled mid-stream")
@@ -244,13 +277,33 @@ class UpstreamEngine:
             raise UpstreamError(
                 "The connection to the model's engine broke while generating."
             ) from exc
+        except ValueError as exc:
+            raise UpstreamError("The model's engine sent a malformed stream.") from exc
         if usage is None:
             raise UpstreamError("The model's engine sent no usage; the request cannot be billed.")
-        local = job.prompt.prompt_tokens
+        self._check_count(job.prompt, usage["prompt_tokens"])
+        if called and finish_reason == "stop":
+            finish_reason = "tool_calls"  # vLLM says "stop" after a named tool choice
+        if finish_reason not in ("stop", "length", "tool_calls"):
+            finish_reason = "stop"
+        yield ChoiceEnd(finish_reason, usage["completion_tokens"], usage["prompt_tokens"])
+
+    def _check_count(self, prompt: EncodedPrompt, upstream_count: int) -> None:
         if (
             self._on_mismatch is not None
-            and job.prompt.estimated_tokens is None
-            and usage["prompt_tokens"] != local
+            and prompt.estimated_tokens is None
+            and upstream_count != prompt.prompt_tokens
         ):
-            self._on_mismatch(local, usage["prompt_tokens"])
-        yield FinishEvent(finish_reason, usage["prompt_tokens"], usage["completion_tokens"])
+            self._on_mismatch(prompt.prompt_tokens, upstream_count)
+
+
+def _message(raw: str) -> str:
+    """The message of an OpenAI or vLLM error body, else the start of the body."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return raw[:500]
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"]
+    return raw[:500]

@@ -1,0 +1,130 @@
+"""The stages of a request before inference, shared by chat and ``/tokenize``.
+
+``resolve`` (no I/O): the catalog entry, its lifecycle, the request's checks against the
+card, and the per-request output cap. ``encode`` (the expensive part, run only after the
+caller passed its rate limits): fetch and decode the images, encode the prompt through the
+model's backend, and fit it to the context window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from modelhub.errors import ContextLengthExceededError, InvalidRequestError
+from modelhub.formats.base import EncodedPrompt
+from modelhub.media import image_parts, load_images
+from modelhub.platform import Principal, Reservation
+from modelhub.schemas.chat import ChatCompletionRequest
+from modelhub.serving.deployment import Deployment, ServedModel
+from modelhub.serving.validation import validate_for_model
+from modelhub.settings import Settings
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+__all__ = ["PreparedChat", "PromptStage", "Resolved", "estimate_prompt_tokens"]
+
+# Before encoding, a prompt is reckoned at a token per 4 characters (Tekken and Gemma
+# average 3.5-4.5 on English) and an image at 256 tokens; the reservation is reconciled
+# to the exact count once the request ends.
+_CHARS_PER_TOKEN = 4
+_IMAGE_TOKENS_GUESS = 256
+
+
+@dataclass
+class Resolved:
+    served: ServedModel
+    headers: dict[str, str]
+    # The most tokens each choice may generate, when the request names it.
+    asked_max_tokens: int | None
+
+
+@dataclass
+class PreparedChat:
+    """A request that passed every check up to inference, with its exact prompt."""
+
+    id: str
+    request: ChatCompletionRequest
+    served: ServedModel
+    principal: Principal
+    received_at: datetime
+    headers: dict[str, str]
+    prompt: EncodedPrompt
+    max_tokens: int
+    images: Mapping[str, Image] = field(default_factory=dict)
+    reservation: Reservation | None = None
+
+
+def estimate_prompt_tokens(request: ChatCompletionRequest) -> int:
+    """A cheap upper-ish guess, for rate limits checked before any work is done."""
+    chars = sum(len(m.model_dump_json(include={"content", "tool_calls"})) for m in request.messages)
+    if request.tools:
+        chars += sum(len(t.model_dump_json()) for t in request.tools)
+    return chars // _CHARS_PER_TOKEN + 1 + _IMAGE_TOKENS_GUESS * len(image_parts(request))
+
+
+class PromptStage:
+    def __init__(self, deployment: Deployment, settings: Settings):
+        self._deployment = deployment
+        self._settings = settings
+
+    def resolve(self, request: ChatCompletionRequest) -> Resolved:
+        served = self._deployment.get(request.model)
+        headers = self._deployment.catalog.check_lifecycle(served.card)
+        validate_for_model(request, served.card)
+        served.require_backend()
+        asked = request.requested_max_tokens
+        cap = self._settings.max_request_completion_tokens
+        if asked is not None and asked * request.n > cap:
+            param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+            raise InvalidRequestError(
+                f"n x {param} is {request.n} x {asked} = {request.n * asked} tokens; this hub "
+                f"generates at most {cap} tokens per request.",
+                param=param,
+            )
+        return Resolved(served, headers, asked)
+
+    async def encode(
+        self, resolved: Resolved, request: ChatCompletionRequest
+    ) -> tuple[dict[str, Image], EncodedPrompt]:
+        images = await load_images(request, self._settings)
+        prompt = await resolved.served.require_backend().encode(request, images)
+        return images, prompt
+
+    def max_tokens(
+        self, resolved: Resolved, request: ChatCompletionRequest, prompt: EncodedPrompt
+    ) -> int:
+        """Each choice's output budget: what was asked, or what is left of the window (and
+        of the per-request cap); a prompt that does not fit is a 400."""
+        window = resolved.served.max_context
+        asked = resolved.asked_max_tokens
+        per_choice_cap = max(self._settings.max_request_completion_tokens // request.n, 1)
+        if prompt.estimated_tokens is not None:
+            # The upstream counts and enforces its window itself.
+            return asked or min(max(window - prompt.prompt_tokens, 1), per_choice_cap)
+        param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+        if prompt.prompt_tokens >= window or (asked and prompt.prompt_tokens + asked > window):
+            wanted = f" + {asked} ({param})" if asked else ""
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {window} tokens. However, you requested "
+                f"{prompt.prompt_tokens + (asked or 0)} tokens ({prompt.prompt_tokens} in the "
+                f"messages{wanted}). Please reduce the length of the messages or completion.",
+                param=param if asked else "messages",
+            )
+        return asked or min(window - prompt.prompt_tokens, per_choice_cap)
+
+    async def count(self, resolved: Resolved, request: ChatCompletionRequest) -> dict:
+        """``/tokenize`` and ``modelhub tokenize``: chat's own path up to the exact count."""
+        _, prompt = await self.encode(resolved, request)
+        return {
+            "prompt_tokens": prompt.prompt_tokens,
+            "image_tokens": prompt.image_tokens,
+            "estimated": prompt.estimated_tokens is not None,
+            "max_model_len": resolved.served.max_context,
+            # vLLM's /tokenize answers with these two; clients written for it keep working.
+            "count": prompt.prompt_tokens,
+            "tokens": prompt.token_ids,
+        }
