@@ -164,6 +164,7 @@ def run_encoding(quick: bool) -> EncodingResult:
     from modelhub.formats.tekken import v11_tokenizer_file
     from modelhub.media import load_images
     from modelhub.schemas.chat import ChatCompletionRequest
+    from modelhub.serving.conversation import to_conversation
     from modelhub.settings import Settings
 
     settings = Settings()
@@ -173,9 +174,10 @@ def run_encoding(quick: bool) -> EncodingResult:
     seconds = 2.0 if quick else 8.0
 
     async def modelhub_step(body: dict) -> int:
-        request = ChatCompletionRequest.model_validate(body)
-        images = await load_images(request, settings)
-        return len(ours.encode(request, images).token_ids)
+        conversation = to_conversation(ChatCompletionRequest.model_validate(body))
+        slots = [(s.location, s.url) for s in conversation.image_slots()]
+        images = await load_images(slots, settings)
+        return len(ours.encode(conversation, images).token_ids)
 
     def direct_step(body: dict) -> int:
         request = MistralRequest.from_openai(messages=body["messages"], tools=body.get("tools"))

@@ -76,7 +76,7 @@ async def _tokenize(settings: Settings, model: str, body: dict) -> dict:
     try:
         request = ChatCompletionRequest.model_validate({**body, "model": model})
         stage = PromptStage(deployment, settings)
-        return await stage.count(stage.resolve(request), request)
+        return await stage.count(stage.resolve(request, generating=False), request)
     finally:
         await deployment.close()
 

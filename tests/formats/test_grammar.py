@@ -11,6 +11,7 @@ from modelhub.errors import InvalidRequestError
 from modelhub.formats.grammar import json_schema_grammar, response_format_grammar
 from modelhub.formats.grammar_ints import int_range_rule
 from modelhub.schemas.chat import ChatCompletionRequest
+from modelhub.serving.conversation import to_conversation
 
 
 def _as_regex(rule: str) -> re.Pattern:
@@ -67,9 +68,13 @@ def test_an_empty_range_and_a_broken_schema_are_400s():
 
 def test_response_formats():
     def fmt(response_format):
-        return ChatCompletionRequest(
-            model="m", messages=[{"role": "user", "content": "hi"}], response_format=response_format
-        ).response_format
+        return to_conversation(
+            ChatCompletionRequest(
+                model="m",
+                messages=[{"role": "user", "content": "hi"}],
+                response_format=response_format,
+            )
+        ).json_output
 
     assert response_format_grammar(None) is None
     assert response_format_grammar(fmt({"type": "text"})) is None

@@ -23,8 +23,10 @@ from modelhub.formats.mistral_tools import MistralToolParser
 from modelhub.formats.tekken import v11_tokenizer_file
 from modelhub.media import load_images
 from modelhub.schemas.chat import ChatCompletionRequest
+from modelhub.serving.conversation import to_conversation
 from modelhub.settings import Settings
 from tests.conftest import MISTRAL
+from tests.formats.parsed import parse
 
 WEATHER = {
     "type": "function",
@@ -72,8 +74,9 @@ def fmt(tmp_path_factory) -> MistralFormat:
 
 
 async def _encode(fmt: MistralFormat, body: dict):
-    request = ChatCompletionRequest.model_validate(body)
-    return fmt.encode(request, await load_images(request, Settings()))
+    conversation = to_conversation(ChatCompletionRequest.model_validate(body))
+    slots = [(s.location, s.url) for s in conversation.image_slots()]
+    return fmt.encode(conversation, await load_images(slots, Settings()))
 
 
 async def test_golden_seed_request_is_29_prompt_tokens(fmt):
@@ -211,63 +214,52 @@ MODEL_OUTPUT = 'Let me check.[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL
 
 @pytest.mark.parametrize("piece", [1, 3, 7, len(MODEL_OUTPUT)])
 def test_parser_streams_calls_that_reassemble_to_the_whole(piece):
-    parser = MistralToolParser(tools_enabled=True)
-    deltas = []
-    for i in range(0, len(MODEL_OUTPUT), piece):
-        deltas += parser.feed(MODEL_OUTPUT[i : i + piece])
-    parsed = parser.finish()
-    deltas += parsed.deltas
+    parsed = parse(MistralToolParser(tools_enabled=True), MODEL_OUTPUT, piece)
     assert parsed.content == "Let me check."
-    assert [(c.function.name, json.loads(c.function.arguments)) for c in parsed.tool_calls] == [
+    assert [(c["name"], json.loads(c["arguments"])) for c in parsed.calls] == [
         ("get_weather", {"city": "Paris"}),
         ("get_weather", {"city": "Lyon"}),
     ]
-    assert all(len(c.id) == 9 and c.id.isalnum() for c in parsed.tool_calls)
-    assert "".join(d.text for d in deltas if isinstance(d, ContentDelta)) == "Let me check."
-    heads = [d for d in deltas if isinstance(d, ToolCallDelta) and d.id]
-    assert [(h.index, h.name, h.id) for h in heads] == [
-        (i, c.function.name, c.id) for i, c in enumerate(parsed.tool_calls)
-    ]
-    for index, call in enumerate(parsed.tool_calls):
-        args = "".join(
-            d.arguments for d in deltas if isinstance(d, ToolCallDelta) and d.index == index
-        )
-        assert args == call.function.arguments
+    assert all(len(c["id"]) == 9 and c["id"].isalnum() for c in parsed.calls)
+    heads = [d for d in parsed.deltas if isinstance(d, ToolCallDelta) and d.id]
+    assert [(h.index, h.name) for h in heads] == [(0, "get_weather"), (1, "get_weather")]
     assert not any(
-        "[TOOL_CALLS]" in getattr(d, "text", "") + getattr(d, "arguments", "") for d in deltas
+        "[TOOL_CALLS]" in getattr(d, "text", "") + getattr(d, "arguments", "")
+        for d in parsed.deltas
     )
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "content", "calls"),
     [
-        "[TOOL_CALLS]get weather now[ARGS]{}",
-        '[TOOL_CALLS]get_weather[ARGS]{"city": "Par',
-        "[TOOL_CALLS]" + "x" * 100,
-        "[TOOL_CALLS]get_weather",
-        "Just [TOOL_CALL text",
+        ("[TOOL_CALLS]get weather now[ARGS]{}", "get weather now{}", []),
+        ("[TOOL_CALLS]" + "x" * 100, "x" * 100, []),
+        ("Just [TOOL_CALL text", "Just [TOOL_CALL text", []),
+        # Cut short (max_tokens): still a call, with what was generated.
+        ('[TOOL_CALLS]get_weather[ARGS]{"city": "Par', "", [("get_weather", '{"city": "Par')]),
+        ("[TOOL_CALLS]get_weather", "", [("get_weather", "")]),
     ],
 )
-def test_malformed_output_is_plain_content(text):
-    parser = MistralToolParser(tools_enabled=True)
-    for ch in text:
-        parser.feed(ch)
-    parsed = parser.finish()
-    assert parsed.tool_calls == []
-    assert parsed.content == text
+def test_output_that_is_not_a_whole_call(text, content, calls):
+    parsed = parse(MistralToolParser(tools_enabled=True), text)
+    assert parsed.content == content
+    assert [(c["name"], c["arguments"]) for c in parsed.calls] == calls
 
 
 def test_parser_keeps_a_call_id_the_model_wrote():
-    parser = MistralToolParser(tools_enabled=True)
-    parser.feed('[TOOL_CALLS]get_weather[CALL_ID]abcDEF123[ARGS]{"city": "Oslo"}')
-    call = parser.finish().tool_calls[0]
-    assert (call.id, call.function.name) == ("abcDEF123", "get_weather")
+    parsed = parse(
+        MistralToolParser(tools_enabled=True),
+        '[TOOL_CALLS]get_weather[CALL_ID]abcDEF123[ARGS]{"city": "Oslo"}',
+        1000,
+    )
+    assert (parsed.calls[0]["id"], parsed.calls[0]["name"]) == ("abcDEF123", "get_weather")
 
 
 def test_without_tools_the_marker_is_just_text():
     parser = MistralToolParser(tools_enabled=False)
     assert parser.feed(MODEL_OUTPUT) == [ContentDelta(MODEL_OUTPUT)]
-    assert parser.finish().tool_calls == []
+    assert parser.finish() == []
+    assert parser.markers == frozenset()
 
 
 def test_tokenize_cli_without_weights():
@@ -345,19 +337,22 @@ def test_context_overflow_names_both_numbers(tmp_path, demo_server):
     # The unconfigured model answers 503 before counting; count through the format instead.
     from modelhub.catalog import Catalog, load_cards
     from modelhub.errors import ContextLengthExceededError
-    from modelhub.serving.chat import ChatService
     from modelhub.serving.deployment import ServedModel
+    from modelhub.serving.prepare import PromptStage, Resolved
     from modelhub.settings import default_catalog_dir
 
     card = Catalog(load_cards(default_catalog_dir())).get(MISTRAL)
-    served = ServedModel(card, MistralFormat(None, Path(tmp_path)), None, "test")
+    served = ServedModel(card, None)
+    stage = PromptStage(None, Settings(max_request_completion_tokens=1_000_000))
     request = ChatCompletionRequest.model_validate(body)
-    prompt = served.format.encode(request, {})
+    prompt = MistralFormat(None, Path(tmp_path)).encode(to_conversation(request), {})
     with pytest.raises(ContextLengthExceededError) as info:
-        ChatService._max_tokens(request, prompt, served)
+        stage.max_tokens(Resolved(served, {}, 131072), request, prompt)
     assert (
         "131072" in info.value.message and str(prompt.prompt_tokens + 131072) in info.value.message
     )
     assert info.value.code == "context_length_exceeded"
     without = ChatCompletionRequest.model_validate({**body, "max_tokens": None})
-    assert ChatService._max_tokens(without, prompt, served) == 131072 - prompt.prompt_tokens
+    assert stage.max_tokens(Resolved(served, {}, None), without, prompt) == (
+        131072 - prompt.prompt_tokens
+    )

@@ -12,6 +12,9 @@ from modelhub.errors import InvalidRequestError
 from modelhub.formats.base import ContentDelta, ToolCallDelta
 from modelhub.formats.mistral import MistralFormat
 from modelhub.schemas.chat import ChatCompletionRequest
+from modelhub.serving.conversation import to_conversation
+from tests.conftest import MISTRAL
+from tests.formats.parsed import parse
 
 CACHE = Path.home() / ".cache" / "modelhub"
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
@@ -38,7 +41,7 @@ def test_images_side_by_side_are_placed_apart(fmt):
         "messages[0].content[1]": Image.new("RGB", (56, 56)),  # 2x2 grid: 6 tokens
         "messages[0].content[2]": Image.new("RGB", (28, 28)),  # 1x1 grid: 2 tokens
     }
-    prompt = fmt.encode(request, images)
+    prompt = fmt.encode(to_conversation(request), images)
     placed = [(p.location, p.offset, p.n_tokens) for p in prompt.images]
     first = placed[0][1]
     assert placed == [
@@ -48,16 +51,21 @@ def test_images_side_by_side_are_placed_apart(fmt):
     assert prompt.image_tokens == 8
 
 
-def test_a_named_tool_that_is_not_offered_is_a_400(fmt):
+def test_a_named_tool_that_is_not_offered_is_a_400():
+    from modelhub.catalog import Catalog, load_cards
+    from modelhub.serving.validation import validate_for_model
+    from modelhub.settings import default_catalog_dir
+
+    card = Catalog(load_cards(default_catalog_dir())).get(MISTRAL)
     request = ChatCompletionRequest(
-        model="m",
+        model=MISTRAL,
         messages=[{"role": "user", "content": "hi"}],
         tools=[WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_time"}},
     )
     with pytest.raises(InvalidRequestError) as info:
-        fmt.encode(request, {})
-    assert info.value.param == "tool_choice.function.name"
+        validate_for_model(request, card)
+    assert info.value.param == "tool_choice"
     assert "get_time" in info.value.message
 
 
@@ -68,10 +76,7 @@ def _parse(fmt, text: str, *, parallel: bool):
         tools=[WEATHER],
         parallel_tool_calls=parallel,
     )
-    parser = fmt.output_parser(request)
-    deltas = [d for ch in text for d in parser.feed(ch)]
-    done = parser.finish()
-    return deltas + done.deltas, done
+    return parse(fmt.output_parser(to_conversation(request)), text)
 
 
 TWO_CALLS = (
@@ -80,16 +85,17 @@ TWO_CALLS = (
 
 
 def test_parallel_calls_are_kept_when_allowed(fmt):
-    _, done = _parse(fmt, TWO_CALLS, parallel=True)
-    assert [c.function.arguments for c in done.tool_calls] == [
+    done = _parse(fmt, TWO_CALLS, parallel=True)
+    assert [c["arguments"] for c in done.calls] == [
         '{"city": "Paris"}',
         '{"city": "Rome"}',
     ]
 
 
 def test_without_parallel_calls_only_the_first_is_kept(fmt):
-    deltas, done = _parse(fmt, TWO_CALLS, parallel=False)
-    assert [c.function.arguments for c in done.tool_calls] == ['{"city": "Paris"}']
+    done = _parse(fmt, TWO_CALLS, parallel=False)
+    deltas = done.deltas
+    assert [c["arguments"] for c in done.calls] == ['{"city": "Paris"}']
     assert {d.index for d in deltas if isinstance(d, ToolCallDelta)} == {0}
     assert not [d for d in deltas if isinstance(d, ContentDelta)]
     streamed = "".join(d.arguments for d in deltas if isinstance(d, ToolCallDelta))
@@ -97,17 +103,22 @@ def test_without_parallel_calls_only_the_first_is_kept(fmt):
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "content"),
     [
-        "Hi [TOOL_CALLS]" + "x" * 100 + " end",  # no [ARGS] within any name's length
-        "Hi [TOOL_CALLS]bad name![ARGS]{}",
-        "Hi [TOOL_CALLS]get_weather",  # ended before [ARGS]
-        "Hi [TOOL_C",
-        "plain [x] text [",
+        ("Hi [TOOL_CALLS]" + "x" * 100 + " end", "Hi " + "x" * 100 + " end"),
+        ("Hi [TOOL_CALLS]bad name![ARGS]{}", "Hi bad name!{}"),
+        ("Hi [TOOL_C", "Hi [TOOL_C"),
+        ("plain [x] text [", "plain [x] text ["),
     ],
 )
-def test_malformed_calls_stream_the_same_content_they_finish_with(fmt, text):
-    deltas, done = _parse(fmt, text, parallel=True)
-    assert not done.tool_calls
-    assert all(isinstance(d, ContentDelta) for d in deltas)
-    assert "".join(d.text for d in deltas) == done.content == text
+def test_malformed_calls_are_content_without_the_markers(fmt, text, content):
+    done = _parse(fmt, text, parallel=True)
+    assert not done.calls
+    assert all(isinstance(d, ContentDelta) for d in done.deltas)
+    assert done.content == content
+
+
+def test_a_call_cut_before_its_arguments_stays_a_call(fmt):
+    done = _parse(fmt, "Hi [TOOL_CALLS]get_weather", parallel=True)
+    assert done.content == "Hi "
+    assert [(c["name"], c["arguments"]) for c in done.calls] == [("get_weather", "")]

@@ -19,6 +19,8 @@ from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 from PIL import Image
 
 from modelhub.engines.llamacpp_vision import ImageKVFullError, VisionEncoder
+from modelhub.serving.conversation import to_conversation
+from tests.formats.parsed import parse
 
 SCRIPT = Path(__file__).parents[2] / "scripts" / "make_tiny_mistral.py"
 CACHE = Path.home() / ".cache" / "modelhub" / "tiny-mistral"
@@ -192,7 +194,7 @@ def test_a_prompt_with_images_decodes_to_exactly_its_token_count(tiny, llama, vi
         "messages[0].content[2]": Image.new("RGB", (20, 20), (0, 200, 0)),
         "messages[2].content[0]": _seed_ico(),
     }
-    prompt = MistralFormat(tiny[2], CACHE).encode(request, images)
+    prompt = MistralFormat(tiny[2], CACHE).encode(to_conversation(request), images)
     assert [p.location for p in prompt.images] == list(images)
     assert sum(p.n_tokens for p in prompt.images) == prompt.image_tokens
     assert [p.n_tokens for p in prompt.images] == [vision.n_tokens(i) for i in images.values()]
@@ -269,7 +271,7 @@ def test_json_schema_output_parses_and_validates(tiny, llama):
         messages=[{"role": "user", "content": "Plan a trip."}],
         response_format={"type": "json_schema", "json_schema": {"name": "trip", "schema": CITY}},
     )
-    prompt = fmt.encode(request, {})
+    prompt = fmt.encode(to_conversation(request), {})
     text = "".join(_render(model, _generate(model, ctx, prompt.token_ids, prompt.grammar)))
     jsonschema.validate(json.loads(text), CITY)
 
@@ -296,15 +298,12 @@ def test_a_forced_tool_call_parses_into_valid_arguments(tiny, llama):
         tool_choice={"type": "function", "function": {"name": "plan_trip"}},
         parallel_tool_calls=False,
     )
-    prompt = fmt.encode(request, {})
+    prompt = fmt.encode(to_conversation(request), {})
     tokens = _generate(model, ctx, prompt.token_ids, prompt.grammar)
     pieces = _render(model, tokens)
     assert pieces[0] == "[TOOL_CALLS]" and "[ARGS]" in pieces  # control tokens, not spelled
-    parser = fmt.output_parser(request)
-    for piece in pieces:
-        parser.feed(piece)
-    done = parser.finish()
-    [call] = done.tool_calls
-    assert call.function.name == "plan_trip"
-    assert len(call.id) == 9 and call.id.isalnum()
-    jsonschema.validate(json.loads(call.function.arguments), CITY)
+    done = parse(fmt.output_parser(to_conversation(request)), "".join(pieces), 1000)
+    [call] = done.calls
+    assert call["name"] == "plan_trip"
+    assert len(call["id"]) == 9 and call["id"].isalnum()
+    jsonschema.validate(json.loads(call["arguments"]), CITY)

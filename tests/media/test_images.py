@@ -15,6 +15,7 @@ from modelhub.errors import InvalidImageError
 from modelhub.media import load_images
 from modelhub.media.fetch import HostPolicy, _is_public
 from modelhub.schemas.chat import ChatCompletionRequest
+from modelhub.serving.conversation import to_conversation
 from modelhub.settings import Settings
 
 
@@ -37,7 +38,9 @@ def _data_uri(data: bytes, mime: str = "image/png") -> str:
 
 
 async def _load(*urls: str, **settings) -> dict:
-    return await load_images(_request(*urls), Settings(**settings))
+    conversation = to_conversation(_request(*urls))
+    slots = [(s.location, s.url) for s in conversation.image_slots()]
+    return await load_images(slots, Settings(**settings))
 
 
 @pytest.mark.parametrize(

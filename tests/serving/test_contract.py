@@ -15,6 +15,7 @@ from modelhub.formats.plain import PlainFormat
 from modelhub.schemas.chat import ChatCompletionRequest
 from modelhub.serving.backends.base import RequestJob
 from modelhub.serving.backends.local import LocalBackend
+from modelhub.serving.conversation import to_conversation
 from tests.serving.contract import both_renderings
 
 MODEL = "mistralai/Mistral-Small-24B-Instruct"
@@ -77,8 +78,11 @@ def _job(chat_format, body: dict) -> RequestJob:
     request = ChatCompletionRequest.model_validate(
         {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Paris?"}], **body}
     )
-    prompt = chat_format.encode(request, {})
-    return RequestJob("chatcmpl-test", request, prompt, {}, request.requested_max_tokens or 64)
+    conversation = to_conversation(request)
+    prompt = chat_format.encode(conversation, {})
+    return RequestJob(
+        "chatcmpl-test", request, conversation, prompt, {}, request.requested_max_tokens or 64
+    )
 
 
 CALL = [

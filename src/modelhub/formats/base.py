@@ -2,8 +2,9 @@
 OpenAI content and tool calls back.
 
 A format is chosen per catalog entry (``format = "mistral"`` or ``"plain"``). It never
-touches HTTP or an engine: it receives a validated request and the images the media stage
-has already decoded, keyed by where they sit in the request (``messages[0].content[1]``).
+touches HTTP, the OpenAI wire models or an engine: it receives a validated conversation
+(``conversation.Conversation``) and the images the media stage has already decoded, keyed
+by where they sit in the request (``messages[0].content[1]``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from modelhub.schemas.chat import ChatCompletionRequest
+from modelhub.formats.conversation import Conversation
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -97,8 +98,6 @@ class Tokenizer(Protocol):
 
 
 class ChatFormat(Protocol):
-    def encode(
-        self, request: ChatCompletionRequest, images: Mapping[str, Image]
-    ) -> EncodedPrompt: ...
+    def encode(self, conversation: Conversation, images: Mapping[str, Image]) -> EncodedPrompt: ...
 
-    def output_parser(self, request: ChatCompletionRequest) -> OutputParser: ...
+    def output_parser(self, conversation: Conversation) -> OutputParser: ...

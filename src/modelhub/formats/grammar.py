@@ -14,8 +14,8 @@ import math
 from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
 from modelhub.errors import InvalidRequestError
+from modelhub.formats.conversation import JsonOutput
 from modelhub.formats.grammar_ints import int_range_rule
-from modelhub.schemas.chat import ResponseFormat
 
 __all__ = ["SchemaGrammar", "json_schema_grammar", "response_format_grammar"]
 
@@ -74,12 +74,9 @@ def json_schema_grammar(schema: dict, *, param: str) -> str:
 _OBJECT_GBNF = json_schema_grammar({"type": "object"}, param="response_format")
 
 
-def response_format_grammar(response_format: ResponseFormat | None) -> str | None:
-    if response_format is None or response_format.type == "text":
+def response_format_grammar(output: JsonOutput | None) -> str | None:
+    if output is None:
         return None
-    if response_format.type == "json_object":
+    if output.schema is None:
         return _OBJECT_GBNF
-    assert response_format.json_schema is not None
-    return json_schema_grammar(
-        response_format.json_schema.schema_, param="response_format.json_schema.schema"
-    )
+    return json_schema_grammar(output.schema, param="response_format.json_schema.schema")

@@ -1,6 +1,6 @@
 """Mistral Small 3.2's chat format, through mistral-common (the vendor's reference encoder).
 
-Request -> mistral-common's typed request (messages, image chunks, tools, tool choice) ->
+Conversation -> mistral-common's typed request (messages, image chunks, tools, tool choice) ->
 ``encode_chat_completion`` -> token ids; the image tokens are counted apart. Generated text
 goes back through ``MistralToolParser`` (``mistral_tools``).
 """
@@ -40,20 +40,10 @@ from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
 from modelhub.errors import InvalidRequestError
 from modelhub.formats.base import EncodedPrompt, PromptImage
+from modelhub.formats.conversation import Conversation, Text, Turn
 from modelhub.formats.grammar import response_format_grammar
 from modelhub.formats.mistral_tools import MistralToolParser, forced_call_grammar
-from modelhub.formats.plain import message_text
 from modelhub.formats.tekken import v11_tokenizer_file
-from modelhub.schemas.chat import (
-    AssistantMessage,
-    ChatCompletionRequest,
-    ImagePart,
-    NamedToolChoice,
-    SystemMessage,
-    TextPart,
-    ToolMessage,
-    UserMessage,
-)
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -89,95 +79,81 @@ class MistralFormat:
         self._tool_calls_token = inner.get_special_token(SpecialTokens.tool_calls)
         self._args_token = inner.get_special_token(SpecialTokens.args)
 
-    # Request -> mistral-common --------------------------------------------------------
+    # Conversation -> mistral-common ----------------------------------------------------
     @staticmethod
-    def _user(index: int, message: UserMessage, images: Mapping[str, Image]) -> MUser:
-        if isinstance(message.content, str):
-            return MUser(content=message.content)
-        chunks = []
-        for j, part in enumerate(message.content):
-            if isinstance(part, TextPart):
-                chunks.append(TextChunk(text=part.text))
-            elif isinstance(part, ImagePart):
-                chunks.append(ImageChunk(image=images[f"messages[{index}].content[{j}]"]))
+    def _user(turn: Turn, images: Mapping[str, Image]) -> MUser:
+        if len(turn.parts) == 1 and isinstance(turn.parts[0], Text):
+            return MUser(content=turn.parts[0].text)
+        chunks = [
+            TextChunk(text=p.text) if isinstance(p, Text) else ImageChunk(image=images[p.location])
+            for p in turn.parts
+        ]
         return MUser(content=chunks)
 
     @staticmethod
-    def _assistant(message: AssistantMessage) -> MAssistant:
+    def _assistant(turn: Turn) -> MAssistant:
         calls = [
             ToolCall(
-                id=mistral_tool_id(c.id),
-                function=FunctionCall(name=c.function.name, arguments=c.function.arguments),
+                id=mistral_tool_id(c.id), function=FunctionCall(name=c.name, arguments=c.arguments)
             )
-            for c in message.tool_calls or []
+            for c in turn.tool_calls
         ]
-        return MAssistant(content=message_text(message.content) or None, tool_calls=calls or None)
+        return MAssistant(content=turn.text or None, tool_calls=calls or None)
 
-    def _messages(self, request: ChatCompletionRequest, images: Mapping[str, Image]) -> list:
+    def _messages(self, conversation: Conversation, images: Mapping[str, Image]) -> list:
         converted = []
-        for i, message in enumerate(request.messages):
-            if isinstance(message, SystemMessage):
-                converted.append(MSystem(content=message_text(message.content)))
-            elif isinstance(message, UserMessage):
-                converted.append(self._user(i, message, images))
-            elif isinstance(message, AssistantMessage):
-                converted.append(self._assistant(message))
-            elif isinstance(message, ToolMessage):
-                converted.append(
-                    MTool(
-                        content=message_text(message.content),
-                        tool_call_id=mistral_tool_id(message.tool_call_id),
-                    )
-                )
+        for turn in conversation.turns:
+            if turn.role == "system":
+                converted.append(MSystem(content=turn.text))
+            elif turn.role == "user":
+                converted.append(self._user(turn, images))
+            elif turn.role == "assistant":
+                converted.append(self._assistant(turn))
+            else:
+                tool_call_id = mistral_tool_id(turn.tool_call_id or "")
+                converted.append(MTool(content=turn.text, tool_call_id=tool_call_id))
         return converted
 
     @staticmethod
-    def _tools(request: ChatCompletionRequest) -> tuple[list[Tool] | None, ToolChoiceEnum]:
-        if not request.tools or request.tool_choice == "none":
-            return None, ToolChoiceEnum.none if request.tools else ToolChoiceEnum.auto
-        tools = request.tools
-        choice = ToolChoiceEnum.auto
-        if isinstance(request.tool_choice, NamedToolChoice):
-            # Only the named function is offered (validation checked it is there), and a
-            # call is required.
-            name = request.tool_choice.function.name
-            tools = [t for t in tools if t.function.name == name]
-            choice = ToolChoiceEnum.required
-        elif request.tool_choice == "required":
-            choice = ToolChoiceEnum.required
+    def _tools(conversation: Conversation) -> tuple[list[Tool] | None, ToolChoiceEnum]:
+        if not conversation.tools_enabled:
+            return None, ToolChoiceEnum.none if conversation.tools else ToolChoiceEnum.auto
+        tools = conversation.tools
+        if conversation.forced_tool is not None:
+            # Only the named function is offered (validation checked it is there).
+            tools = tuple(t for t in tools if t.name == conversation.forced_tool)
+        choice = (
+            ToolChoiceEnum.required
+            if conversation.tool_choice == "required"
+            else ToolChoiceEnum.auto
+        )
         converted = [
-            Tool(
-                function=Function(
-                    name=t.function.name,
-                    description=t.function.description or "",
-                    parameters=t.function.parameters,
-                )
-            )
+            Tool(function=Function(name=t.name, description=t.description, parameters=t.parameters))
             for t in tools
         ]
         return converted, choice
 
     def _grammar(
-        self, request: ChatCompletionRequest, tools: list[Tool] | None, choice: ToolChoiceEnum
+        self, conversation: Conversation, tools: list[Tool] | None, choice: ToolChoiceEnum
     ) -> str | None:
         if tools and choice == ToolChoiceEnum.required:
             return forced_call_grammar(
                 {t.function.name: t.function.parameters for t in tools},
-                parallel=request.parallel_tool_calls,
+                parallel=conversation.parallel_tool_calls,
                 tool_calls_token=self._tool_calls_token,
                 args_token=self._args_token,
             )
-        return response_format_grammar(request.response_format)
+        return response_format_grammar(conversation.json_output)
 
     # ChatFormat -------------------------------------------------------------------------
-    def encode(self, request: ChatCompletionRequest, images: Mapping[str, Image]) -> EncodedPrompt:
-        tools, choice = self._tools(request)
+    def encode(self, conversation: Conversation, images: Mapping[str, Image]) -> EncodedPrompt:
+        tools, choice = self._tools(conversation)
         try:
             mistral_request = MRequest(
-                messages=self._messages(request, images),
+                messages=self._messages(conversation, images),
                 tools=tools,
                 tool_choice=choice,
-                parallel_tool_calls=request.parallel_tool_calls,
+                parallel_tool_calls=conversation.parallel_tool_calls,
             )
             tokenized = self._tokenizer.encode_chat_completion(mistral_request)
         except (MistralCommonException, ValueError) as exc:
@@ -188,12 +164,12 @@ class MistralFormat:
         return EncodedPrompt(
             token_ids=ids,
             image_tokens=sum(1 for t in ids if t in self._image_ids),
-            images=self._placed_images(ids, request, images),
-            grammar=self._grammar(request, tools, choice),
+            images=self._placed_images(ids, images),
+            grammar=self._grammar(conversation, tools, choice),
         )
 
     def _placed_images(
-        self, ids: list[int], request: ChatCompletionRequest, images: Mapping[str, Image]
+        self, ids: list[int], images: Mapping[str, Image]
     ) -> tuple[PromptImage, ...]:
         """Where each image's run of [IMG]/[IMG_BREAK]/[IMG_END] tokens sits in the prompt.
         A run ends at its [IMG_END]: images side by side in one message touch."""
@@ -210,8 +186,7 @@ class MistralFormat:
             for loc, (offset, n) in zip(ordered, runs, strict=False)
         )
 
-    def output_parser(self, request: ChatCompletionRequest) -> MistralToolParser:
+    def output_parser(self, conversation: Conversation) -> MistralToolParser:
         return MistralToolParser(
-            tools_enabled=bool(request.tools) and request.tool_choice != "none",
-            parallel=request.parallel_tool_calls,
+            tools_enabled=conversation.tools_enabled, parallel=conversation.parallel_tool_calls
         )

@@ -17,23 +17,15 @@ from modelhub.formats.base import (
     OutputDelta,
     Tokenizer,
 )
+from modelhub.formats.conversation import Conversation
 from modelhub.formats.grammar import response_format_grammar
-from modelhub.schemas.chat import ChatCompletionRequest, TextPart
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["PlainFormat", "PlainOutputParser", "message_text"]
+__all__ = ["PlainFormat", "PlainOutputParser"]
 
 _TURN_STOP = "\nQuestion:"
-
-
-def message_text(content: str | list | None) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(p.text for p in content if isinstance(p, TextPart))
 
 
 class PlainOutputParser:
@@ -60,27 +52,27 @@ class PlainFormat:
     def __init__(self, tokenizer: Tokenizer):
         self._tokenizer = tokenizer
 
-    def render(self, request: ChatCompletionRequest) -> str:
+    def render(self, conversation: Conversation) -> str:
         lines: list[str] = []
-        for message in request.messages:
-            text = message_text(message.content).strip()
-            if message.role in ("system", "developer"):
+        for turn in conversation.turns:
+            text = turn.text.strip()
+            if turn.role == "system":
                 lines.append(text + "\n")
-            elif message.role == "user":
+            elif turn.role == "user":
                 lines.append(f"Question: {text}\n")
-            elif message.role == "assistant":
+            elif turn.role == "assistant":
                 lines.append(f"Answer: {text}\n")
             else:  # a tool result reads as context for the next answer
                 lines.append(f"Result: {text}\n")
         return "".join(lines) + "Answer:"
 
-    def encode(self, request: ChatCompletionRequest, images: Mapping[str, Image]) -> EncodedPrompt:
-        ids = self._tokenizer.encode(self.render(request), add_bos=True)
+    def encode(self, conversation: Conversation, images: Mapping[str, Image]) -> EncodedPrompt:
+        ids = self._tokenizer.encode(self.render(conversation), add_bos=True)
         return EncodedPrompt(
             token_ids=ids,
-            grammar=response_format_grammar(request.response_format),
+            grammar=response_format_grammar(conversation.json_output),
             stop=(_TURN_STOP,),
         )
 
-    def output_parser(self, request: ChatCompletionRequest) -> PlainOutputParser:
+    def output_parser(self, conversation: Conversation) -> PlainOutputParser:
         return PlainOutputParser()

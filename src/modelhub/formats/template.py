@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING
 import llama_cpp
 
 from modelhub.formats.base import ContentDelta, EncodedPrompt, OutputDelta, Tokenizer
+from modelhub.formats.conversation import Conversation
 from modelhub.formats.grammar import response_format_grammar
-from modelhub.formats.plain import message_text
-from modelhub.schemas.chat import ChatCompletionRequest
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -39,12 +38,8 @@ class TemplateFormat:
         self._template = template.encode()
         self._tokenizer = tokenizer
 
-    def render(self, request: ChatCompletionRequest) -> str:
-        roles = {"developer": "system"}
-        encoded = [
-            (roles.get(m.role, m.role).encode(), message_text(m.content).encode())
-            for m in request.messages
-        ]
+    def render(self, conversation: Conversation) -> str:
+        encoded = [(t.role.encode(), t.text.encode()) for t in conversation.turns]
         chat = (llama_cpp.llama_chat_message * len(encoded))(*encoded)
         size = 1024 + 2 * sum(len(c) for _, c in encoded)
         while True:
@@ -58,14 +53,14 @@ class TemplateFormat:
                 return buf.raw[:n].decode()
             size = n
 
-    def encode(self, request: ChatCompletionRequest, images: Mapping[str, Image]) -> EncodedPrompt:
-        ids = self._tokenizer.encode(self.render(request), add_bos=True)
+    def encode(self, conversation: Conversation, images: Mapping[str, Image]) -> EncodedPrompt:
+        ids = self._tokenizer.encode(self.render(conversation), add_bos=True)
         # Some templates write the BOS token as text too; the model wants it once.
         if len(ids) > 1 and ids[0] == ids[1]:
             ids = ids[1:]
         return EncodedPrompt(
-            token_ids=ids, grammar=response_format_grammar(request.response_format)
+            token_ids=ids, grammar=response_format_grammar(conversation.json_output)
         )
 
-    def output_parser(self, request: ChatCompletionRequest) -> TextOutputParser:
+    def output_parser(self, conversation: Conversation) -> TextOutputParser:
         return TextOutputParser()

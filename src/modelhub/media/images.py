@@ -1,4 +1,5 @@
-"""Image parts of a chat request -> decoded images, with every refusal a 400 naming the part."""
+"""A request's images (data URIs or URLs, by location) -> decoded images, with every refusal a
+400 naming the part."""
 
 from __future__ import annotations
 
@@ -6,32 +7,21 @@ import base64
 import binascii
 import io
 import re
+from collections.abc import Sequence
 
 import anyio
 from PIL import Image, UnidentifiedImageError
 
 from modelhub.errors import InvalidImageError
 from modelhub.media.fetch import fetch_image_bytes
-from modelhub.schemas.chat import ChatCompletionRequest, ImagePart
 from modelhub.settings import Settings
 
-__all__ = ["decode_image", "image_parts", "load_images"]
+__all__ = ["decode_image", "load_images"]
 
 _DATA_URI = re.compile(
     r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,(?P<data>.*)$",
     re.DOTALL,
 )
-
-
-def image_parts(request: ChatCompletionRequest) -> list[tuple[str, ImagePart]]:
-    """Every image part with its location, ``messages[i].content[j]``, in request order."""
-    found = []
-    for i, message in enumerate(request.messages):
-        if isinstance(message.content, list):
-            for j, part in enumerate(message.content):
-                if isinstance(part, ImagePart):
-                    found.append((f"messages[{i}].content[{j}]", part))
-    return found
 
 
 def _data_uri_bytes(uri: str, settings: Settings, location: str) -> bytes:
@@ -83,17 +73,18 @@ def decode_image(data: bytes, settings: Settings, location: str) -> Image.Image:
     return image
 
 
-async def load_images(request: ChatCompletionRequest, settings: Settings) -> dict[str, Image.Image]:
-    parts = image_parts(request)
-    if len(parts) > settings.max_images_per_request:
+async def load_images(
+    slots: Sequence[tuple[str, str]], settings: Settings
+) -> dict[str, Image.Image]:
+    """``(location, url)`` pairs, in request order -> decoded images by location."""
+    if len(slots) > settings.max_images_per_request:
         raise InvalidImageError(
-            f"The request has {len(parts)} images; this hub accepts at most "
+            f"The request has {len(slots)} images; this hub accepts at most "
             f"{settings.max_images_per_request} per request.",
-            param=parts[settings.max_images_per_request][0],
+            param=slots[settings.max_images_per_request][0],
         )
     images = {}
-    for location, part in parts:
-        url = part.image_url.url
+    for location, url in slots:
         if url.startswith("data:"):
             data = _data_uri_bytes(url, settings, location)
         else:

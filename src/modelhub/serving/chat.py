@@ -79,8 +79,8 @@ class ChatService:
         resolved = self._prompts.resolve(request)
         reservation = await self._admit(completion_id, request, principal, resolved, received_at)
         try:
-            images, prompt = await self._prompts.encode(resolved, request)
-            max_tokens = self._prompts.max_tokens(resolved, request, prompt)
+            encoded = await self._prompts.encode(resolved, request)
+            max_tokens = self._prompts.max_tokens(resolved, request, encoded.prompt)
         except BaseException:
             await reservation.release()
             raise
@@ -91,9 +91,10 @@ class ChatService:
             principal=principal,
             received_at=received_at,
             headers={**resolved.headers, **reservation.headers},
-            prompt=prompt,
+            conversation=encoded.conversation,
+            prompt=encoded.prompt,
             max_tokens=max_tokens,
-            images=images,
+            images=encoded.images,
             reservation=reservation,
         )
 
@@ -121,7 +122,7 @@ class ChatService:
 
     async def tokenize(self, request: ChatCompletionRequest, principal: Principal) -> dict:
         """``/tokenize``, metered like chat: the caller's request limits apply first."""
-        resolved = self._prompts.resolve(request)
+        resolved = self._prompts.resolve(request, generating=False)
         reservation = await self._platform.reserve(principal, request.model, 0)
         try:
             return await self._prompts.count(resolved, request)
@@ -135,6 +136,7 @@ class ChatService:
         job = RequestJob(
             id=prepared.id,
             request=prepared.request,
+            conversation=prepared.conversation,
             prompt=prepared.prompt,
             images=prepared.images,
             max_tokens=prepared.max_tokens,

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 class ServedModel:
     card: ModelCard
     backend: Backend | None
+    # The model's format where the hub has one, even when no backend serves the model:
+    # its prompts can still be counted (``modelhub tokenize``, ``/tokenize``).
+    format: ChatFormat | None = None
 
     @property
     def where(self) -> str:
@@ -53,6 +56,14 @@ class ServedModel:
             )
         return self.backend
 
+    def require_format(self) -> ChatFormat:
+        if self.format is None:
+            self.require_backend()
+            raise ModelUnavailableError(
+                f"The model '{self.card.id}' has no prompt format on this hub.", param="model"
+            )
+        return self.format
+
 
 def _resolve_gguf(spec: str, cache_dir: Path) -> Path:
     """``package:<module>`` names a package that ships a GGUF and assembles it on demand."""
@@ -75,7 +86,10 @@ class Deployment:
 
     async def start(self) -> None:
         for card in self.catalog:
-            served = ServedModel(card, await self._backend(card))
+            backend = await self._backend(card)
+            served = ServedModel(card, backend, getattr(backend, "format", None))
+            if backend is None:
+                served.format = self._format(card, None)
             self._served[card.id] = served
             if served.backend is None:
                 log.info("model %s: listed, not served (no backend configured)", card.id)

@@ -13,11 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import anyio
+
 from modelhub.errors import ContextLengthExceededError, InvalidRequestError
 from modelhub.formats.base import EncodedPrompt
-from modelhub.media import image_parts, load_images
+from modelhub.formats.conversation import Conversation
+from modelhub.media import load_images
 from modelhub.platform import Principal, Reservation
-from modelhub.schemas.chat import ChatCompletionRequest
+from modelhub.schemas.chat import ChatCompletionRequest, ImagePart
+from modelhub.serving.conversation import to_conversation
 from modelhub.serving.deployment import Deployment, ServedModel
 from modelhub.serving.validation import validate_for_model
 from modelhub.settings import Settings
@@ -25,7 +29,7 @@ from modelhub.settings import Settings
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["PreparedChat", "PromptStage", "Resolved", "estimate_prompt_tokens"]
+__all__ = ["Encoded", "PreparedChat", "PromptStage", "Resolved", "estimate_prompt_tokens"]
 
 # Before encoding, a prompt is reckoned at a token per 4 characters (Tekken and Gemma
 # average 3.5-4.5 on English) and an image at 256 tokens; the reservation is reconciled
@@ -43,6 +47,13 @@ class Resolved:
 
 
 @dataclass
+class Encoded:
+    conversation: Conversation
+    images: dict[str, Image]
+    prompt: EncodedPrompt
+
+
+@dataclass
 class PreparedChat:
     """A request that passed every check up to inference, with its exact prompt."""
 
@@ -52,6 +63,7 @@ class PreparedChat:
     principal: Principal
     received_at: datetime
     headers: dict[str, str]
+    conversation: Conversation
     prompt: EncodedPrompt
     max_tokens: int
     images: Mapping[str, Image] = field(default_factory=dict)
@@ -63,7 +75,13 @@ def estimate_prompt_tokens(request: ChatCompletionRequest) -> int:
     chars = sum(len(m.model_dump_json(include={"content", "tool_calls"})) for m in request.messages)
     if request.tools:
         chars += sum(len(t.model_dump_json()) for t in request.tools)
-    return chars // _CHARS_PER_TOKEN + 1 + _IMAGE_TOKENS_GUESS * len(image_parts(request))
+    images = sum(
+        isinstance(part, ImagePart)
+        for m in request.messages
+        if isinstance(m.content, list)
+        for part in m.content
+    )
+    return chars // _CHARS_PER_TOKEN + 1 + _IMAGE_TOKENS_GUESS * images
 
 
 class PromptStage:
@@ -71,11 +89,13 @@ class PromptStage:
         self._deployment = deployment
         self._settings = settings
 
-    def resolve(self, request: ChatCompletionRequest) -> Resolved:
+    def resolve(self, request: ChatCompletionRequest, *, generating: bool = True) -> Resolved:
+        """``generating=False``: only counting, which a model's format can do alone."""
         served = self._deployment.get(request.model)
         headers = self._deployment.catalog.check_lifecycle(served.card)
         validate_for_model(request, served.card)
-        served.require_backend()
+        if generating or served.format is None:
+            served.require_backend()
         asked = request.requested_max_tokens
         cap = self._settings.max_request_completion_tokens
         if asked is not None and asked * request.n > cap:
@@ -87,12 +107,18 @@ class PromptStage:
             )
         return Resolved(served, headers, asked)
 
-    async def encode(
-        self, resolved: Resolved, request: ChatCompletionRequest
-    ) -> tuple[dict[str, Image], EncodedPrompt]:
-        images = await load_images(request, self._settings)
-        prompt = await resolved.served.require_backend().encode(request, images)
-        return images, prompt
+    async def encode(self, resolved: Resolved, request: ChatCompletionRequest) -> Encoded:
+        conversation = to_conversation(request)
+        slots = [(slot.location, slot.url) for slot in conversation.image_slots()]
+        images = await load_images(slots, self._settings)
+        served = resolved.served
+        if served.backend is not None:
+            prompt = await served.backend.encode(request, conversation, images)
+        else:
+            prompt = await anyio.to_thread.run_sync(
+                served.require_format().encode, conversation, images
+            )
+        return Encoded(conversation, images, prompt)
 
     def max_tokens(
         self, resolved: Resolved, request: ChatCompletionRequest, prompt: EncodedPrompt
@@ -118,7 +144,7 @@ class PromptStage:
 
     async def count(self, resolved: Resolved, request: ChatCompletionRequest) -> dict:
         """``/tokenize`` and ``modelhub tokenize``: chat's own path up to the exact count."""
-        _, prompt = await self.encode(resolved, request)
+        prompt = (await self.encode(resolved, request)).prompt
         return {
             "prompt_tokens": prompt.prompt_tokens,
             "image_tokens": prompt.image_tokens,

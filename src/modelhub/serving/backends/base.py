@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from modelhub.engines.base import EngineStats
 from modelhub.formats.base import ContentDelta, EncodedPrompt, ToolCallDelta
+from modelhub.formats.conversation import Conversation
 from modelhub.schemas.chat import ChatCompletionRequest
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class RequestJob:
 
     id: str
     request: ChatCompletionRequest
+    conversation: Conversation
     prompt: EncodedPrompt
     images: Mapping[str, Image]
     max_tokens: int
@@ -96,7 +98,10 @@ class Backend(Protocol):
     def stats(self) -> EngineStats: ...
 
     async def encode(
-        self, request: ChatCompletionRequest, images: Mapping[str, Image]
+        self,
+        request: ChatCompletionRequest,
+        conversation: Conversation,
+        images: Mapping[str, Image],
     ) -> EncodedPrompt: ...
 
     def generate(self, job: RequestJob, index: int) -> AsyncIterator[ChoiceEvent]: ...

@@ -16,6 +16,7 @@ import anyio
 
 from modelhub.engines.base import Engine, EngineStats, FinishEvent, GenerationJob, SamplingParams
 from modelhub.formats.base import ChatFormat, EncodedPrompt, ToolCallDelta
+from modelhub.formats.conversation import Conversation
 from modelhub.schemas.chat import ChatCompletionRequest
 from modelhub.serving.backends.base import (
     ChoiceEnd,
@@ -71,15 +72,18 @@ class LocalBackend:
         return self.engine.stats()
 
     async def encode(
-        self, request: ChatCompletionRequest, images: Mapping[str, Image]
+        self,
+        request: ChatCompletionRequest,
+        conversation: Conversation,
+        images: Mapping[str, Image],
     ) -> EncodedPrompt:
         # mistral-common and llama.cpp's tokenizer take milliseconds per long prompt.
-        return await anyio.to_thread.run_sync(self.format.encode, request, images)
+        return await anyio.to_thread.run_sync(self.format.encode, conversation, images)
 
     async def generate(self, job: RequestJob, index: int) -> AsyncIterator[ChoiceEvent]:
         request = job.request
         stops = StopMatcher([*request.stop_strings, *job.prompt.stop])
-        parser = self.format.output_parser(request)
+        parser = self.format.output_parser(job.conversation)
         markers = parser.markers
         engine_job = GenerationJob(
             f"{job.id}/{index}",

@@ -32,6 +32,7 @@ from modelhub.errors import (
     UpstreamTimeoutError,
 )
 from modelhub.formats.base import ChatFormat, ContentDelta, EncodedPrompt, ToolCallDelta
+from modelhub.formats.conversation import Conversation
 from modelhub.schemas.chat import ChatCompletionRequest, ImagePart
 from modelhub.serving.backends.base import ChoiceEnd, ChoiceEvent, Logprob, Progress, RequestJob
 from modelhub.serving.backends.upstream_pool import Replica, ReplicaPool
@@ -145,13 +146,16 @@ class UpstreamBackend:
 
     # Encoding ------------------------------------------------------------------------
     async def encode(
-        self, request: ChatCompletionRequest, images: Mapping[str, Image]
+        self,
+        request: ChatCompletionRequest,
+        conversation: Conversation,
+        images: Mapping[str, Image],
     ) -> EncodedPrompt:
         """The model's own format when the hub has it (exact, no round trip); else the
         upstream's ``/tokenize`` (vLLM and modelhub have one); else an estimate, labelled as
         such, which billing replaces with the upstream's usage."""
         if self.format is not None:
-            return await anyio.to_thread.run_sync(self.format.encode, request, images)
+            return await anyio.to_thread.run_sync(self.format.encode, conversation, images)
         body = {
             "model": self.served_model_name,
             "messages": [m.model_dump(exclude_none=True) for m in request.messages],
