@@ -8,9 +8,18 @@ each sequence with its own sampler chain, emit the tokens, and drop (and clear t
 sequences that finished or whose client went away. The event loop only enqueues jobs and
 reads events, so a slow client never stalls the batch.
 
-When the KV cache runs short, the youngest sequence is preempted: its cells are freed and
-it goes back to the front of the queue with its generated tokens appended to its prompt,
-to be recomputed later (the approach vLLM takes). Output stays the same; only time is lost.
+Which sequence runs, waits or is preempted is decided by ``scheduler.Scheduler`` (fair
+shares between tenants, the KV budget); this module carries its decisions out on the
+model. A preempted sequence's cells are freed and it goes back to the front of its
+tenant's queue with its generated tokens appended to its prompt, to be recomputed later
+(the approach vLLM takes). Output stays the same; only time is lost.
+
+Threads. The event loop runs ``generate``: it checks the job, submits its sequence under
+``_cond`` and reads the sequence's event queue. The decode thread owns the llama context,
+the batch, the slots and every sequence once submitted; it takes ``_cond`` whenever it
+changes the scheduler's queues, which ``generate`` also touches. The two meet only through
+that lock, ``Sequence.cancel`` (a flag the decode thread polls each step) and
+``loop.call_soon_threadsafe`` for events.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import llama_cpp
 from modelhub.engines.base import EngineEvent, EngineStats, FinishEvent, GenerationJob
 from modelhub.engines.llamacpp_sequence import PieceDecoder, SamplerChain, Sequence
 from modelhub.engines.llamacpp_vision import ImageKVFullError, VisionEncoder, VisionEncoderError
+from modelhub.engines.scheduler import Scheduler
 from modelhub.errors import EngineOverloadedError, InvalidRequestError, ModelhubError
 
 __all__ = ["LlamaCppEngine", "LlamaTokenizer", "StepObserver"]
@@ -82,6 +92,7 @@ class LlamaCppEngine:
         threads: int | None = None,
         top_k: int = 0,
         mmproj: Path | None = None,
+        max_running: int | None = None,
         observer: StepObserver | None = None,
     ) -> None:
         self.model_path = model_path
@@ -100,8 +111,9 @@ class LlamaCppEngine:
         self._n_vocab = 0
         self._batch = None
         self._cond = threading.Condition()
-        self._waiting: deque[Sequence] = deque()
-        self._running: list[Sequence] = []
+        self._sched: Scheduler[Sequence] = Scheduler(
+            slots=slots, context=context, queue_limit=queue_limit, default_cap=max_running
+        )
         self._free_ids: list[int] = list(range(slots))
         self._preemptions = 0
         self._stopping = False
@@ -171,8 +183,8 @@ class LlamaCppEngine:
 
     def stats(self) -> EngineStats:
         return EngineStats(
-            queued=len(self._waiting),
-            running=len(self._running),
+            queued=self._sched.queued,
+            running=len(self._sched.running),
             slots=self.slots,
             extra={"preemptions": self._preemptions},
         )
@@ -194,11 +206,11 @@ class LlamaCppEngine:
             )
         seq = Sequence(job=job, loop=asyncio.get_running_loop())
         with self._cond:
-            if len(self._waiting) >= self.queue_limit and not self._free_ids:
+            if not self._sched.accepts():
                 raise EngineOverloadedError(
                     "The engine's queue is full; retry shortly.", headers={"Retry-After": "1"}
                 )
-            self._waiting.append(seq)
+            self._sched.submit(seq)
             self._cond.notify()
         try:
             while True:
@@ -221,7 +233,7 @@ class LlamaCppEngine:
                 with self._cond:
                     self._reap()
                     self._admit()
-                    while not self._running and not self._stopping:
+                    while not self._sched.running and not self._stopping:
                         self._cond.wait()
                         self._reap()
                         self._admit()
@@ -234,26 +246,33 @@ class LlamaCppEngine:
             farewell = "The engine failed while generating."
             self._ready = False
         finally:
-            for seq in [*self._running, *self._waiting]:
+            for seq in [*self._sched.running, *self._sched.waiting()]:
                 seq.fail(ModelhubError(farewell))
 
     def _kv_used(self) -> int:
-        return sum(seq.n_past for seq in self._running)
+        return sum(seq.n_past for seq in self._sched.running)
 
     def _reap(self) -> None:
         """Drop cancelled sequences, waiting or running, and free their slots."""
-        for seq in [s for s in self._running if s.cancelled]:
+        for seq in [s for s in self._sched.running if s.cancelled]:
             self._evict(seq)
-        if any(s.cancelled for s in self._waiting):
-            self._waiting = deque(s for s in self._waiting if not s.cancelled)
+        self._sched.drop_cancelled()
 
     def _admit(self) -> None:
-        while self._waiting and self._free_ids:
-            seq = self._waiting[0]
+        sched = self._sched
+        while (seq := sched.candidate()) is not None:
+            if not sched.has_free_slot():
+                victim = sched.slot_victim(seq)
+                if victim is None:
+                    return
+                self._preempt(victim)
             need = len(seq.history) - seq.n_past + 1
-            if self._running and self._kv_used() + need > self.context:
-                return
-            self._waiting.popleft()
+            while sched.running and not sched.fits(need, self._kv_used()):
+                victim = sched.kv_victim(seq)
+                if victim is None:
+                    return
+                self._preempt(victim)
+            sched.admit(seq)
             seq.seq_id = self._free_ids.pop()
             if seq.sampler is None:
                 try:
@@ -262,16 +281,15 @@ class LlamaCppEngine:
                     )
                 except ValueError as exc:
                     seq.fail(InvalidRequestError(str(exc), param="response_format"))
-                    self._free_ids.append(seq.seq_id)
+                    self._vacate(seq)
                     continue
                 seq.decoder = PieceDecoder(self._vocab)
-            self._running.append(seq)
 
     def _vacate(self, seq: Sequence) -> None:
         """Free the sequence's KV cells and its slot."""
         mem = llama_cpp.llama_get_memory(self._ctx)
         llama_cpp.llama_memory_seq_rm(mem, seq.seq_id, -1, -1)
-        self._running.remove(seq)
+        self._sched.finish(seq)
         self._free_ids.append(seq.seq_id)
         seq.seq_id = -1
 
@@ -279,22 +297,25 @@ class LlamaCppEngine:
         self._vacate(seq)
         seq.release()
 
-    def _preempt_youngest(self) -> None:
-        youngest = max(self._running, key=lambda s: s.order)
-        self._vacate(youngest)
+    def _preempt(self, seq: Sequence) -> None:
+        self._vacate(seq)
         # Its sampler stays: recomputing the KV later continues the same output.
-        youngest.n_past = 0
-        youngest.next_image = 0
-        self._waiting.appendleft(youngest)
+        seq.n_past = 0
+        seq.next_image = 0
+        self._sched.requeue(seq)
         self._preemptions += 1
 
     def _make_room(self) -> None:
-        while len(self._running) > 1:
-            decoding = sum(1 for s in self._running if not s.prefilling)
-            if self._kv_used() + decoding + 1 <= self.context:
+        sched = self._sched
+        while True:
+            decoding = sum(1 for s in sched.running if not s.prefilling)
+            if sched.fits(decoding + 1, self._kv_used()):
+                return
+            victim = sched.kv_victim()
+            if victim is None:
                 return
             with self._cond:
-                self._preempt_youngest()
+                self._preempt(victim)
 
     def _fill_batch(self) -> list[Sequence]:
         """Next token of every decoding sequence first, then prompt chunks, oldest first."""
@@ -302,7 +323,7 @@ class LlamaCppEngine:
         n = 0
         with_logits: list[Sequence] = []
         budget_kv = self.context - self._kv_used()
-        for seq in sorted(self._running, key=lambda s: s.order):
+        for seq in sorted(self._sched.running, key=lambda s: s.order):
             if n >= self.batch_size or budget_kv <= 0:
                 break
             take = min(self._prefill_end(seq) - seq.n_past, self.batch_size - n, budget_kv)
@@ -332,7 +353,7 @@ class LlamaCppEngine:
 
     def _eval_images(self) -> None:
         """Images whose span starts where a sequence's prefill stands, one decode each."""
-        for seq in sorted(self._running, key=lambda s: s.order):
+        for seq in sorted(self._sched.running, key=lambda s: s.order):
             images = seq.job.prompt.images
             while seq.next_image < len(images) and images[seq.next_image].offset == seq.n_past:
                 image = images[seq.next_image]
@@ -343,9 +364,10 @@ class LlamaCppEngine:
                 except ImageKVFullError as exc:
                     mem = llama_cpp.llama_get_memory(self._ctx)
                     llama_cpp.llama_memory_seq_rm(mem, seq.seq_id, seq.n_past, -1)
-                    if len(self._running) > 1:
+                    victim = self._sched.kv_victim()
+                    if victim is not None:
                         with self._cond:
-                            self._preempt_youngest()
+                            self._preempt(victim)
                         return  # the next step tries again with the freed cells
                     seq.fail(exc)
                     with self._cond:

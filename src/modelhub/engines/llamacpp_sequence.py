@@ -132,6 +132,19 @@ class Sequence:
     def __post_init__(self) -> None:
         self.history = list(self.job.prompt.token_ids)
 
+    # What the scheduler reads (``scheduler.Schedulable``).
+    @property
+    def tenant(self) -> str:
+        return self.job.tenant
+
+    @property
+    def max_running(self) -> int | None:
+        return self.job.max_running
+
+    @property
+    def kv_cells(self) -> int:
+        return self.n_past
+
     # Loop side -----------------------------------------------------------------------
     def cancel(self) -> None:
         self.cancelled = True
