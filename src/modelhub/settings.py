@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         description="running sequences one contract may hold while another waits "
         "(None: half the slots); a contract's own max_running overrides it",
     )
+    engine_prefix_cache: bool = Field(
+        default=True,
+        description="reuse the KV of a shared prompt prefix across requests (system prompt, "
+        "history, same image); finished sequences stay cached until their cells are needed",
+    )
     engine_top_k: int = Field(
         default=1000,
         ge=0,

@@ -47,12 +47,12 @@ class GenerationJob:
     request_id: str
     prompt: EncodedPrompt
     params: SamplingParams
-    tenant: str = ""  # the contract id; sequences are shared fairly between tenants
-    max_running: int | None = None  # the tenant's cap on running sequences (None: default)
     # The original request and its checked images by location, for engines that forward
     # the request (an upstream OpenAI server).
     request: ChatCompletionRequest | None = None
     images: Mapping[str, Image] = field(default_factory=dict)
+    tenant: str = ""  # the contract id; sequences are shared fairly between tenants
+    max_running: int | None = None  # the tenant's cap on running sequences (None: default)
 
 
 @dataclass(frozen=True)

@@ -72,11 +72,14 @@ class Scheduler(Generic[S]):
         for queue in self._waiting.values():
             yield from queue
 
-    def drop_cancelled(self) -> None:
+    def drop_cancelled(self) -> list[S]:
+        """Take cancelled sequences out of the queues; returns them."""
+        dropped = []
         for tenant, queue in self._waiting.items():
-            kept = deque(s for s in queue if not s.cancelled)
-            self._queued -= len(queue) - len(kept)
-            self._waiting[tenant] = kept
+            dropped.extend(s for s in queue if s.cancelled)
+            self._waiting[tenant] = deque(s for s in queue if not s.cancelled)
+        self._queued -= len(dropped)
+        return dropped
 
     def cap(self, seq: S) -> int:
         return max(1, seq.max_running) if seq.max_running is not None else self.default_cap
