@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from tests.formats.test_tiny_mistral import CACHE, _script
 
 from modelhub.engines.base import FinishEvent, GenerationJob, SamplingParams, TokenEvent
@@ -15,6 +16,8 @@ from modelhub.engines.llamacpp import LlamaCppEngine
 from modelhub.errors import InvalidRequestError
 from modelhub.formats.base import EncodedPrompt
 from modelhub.formats.grammar import json_schema_grammar
+from modelhub.formats.mistral import MistralFormat
+from modelhub.schemas.chat import ChatCompletionRequest
 from modelhub.serving.deployment import _resolve_gguf
 
 PROMPTS = [f"Question: Tell me about the history of city number {i}.\nAnswer:" for i in range(4)]
@@ -71,8 +74,9 @@ async def engine_factory():
 
 
 @pytest.fixture(scope="module")
-def tiny_gguf() -> Path:
-    return _script().make_tiny_mistral(CACHE)[0]
+def tiny() -> tuple[Path, Path, Path]:
+    """The tiny random Mistral Small 3.2: GGUF, vision projector, tekken.json."""
+    return _script().make_tiny_mistral(CACHE)
 
 
 async def test_kv_pressure_preempts_and_every_request_completes(engine_factory):
@@ -92,10 +96,10 @@ async def test_kv_pressure_preempts_and_every_request_completes(engine_factory):
     await _until_idle(tight)
 
 
-async def test_one_tenants_flood_does_not_hold_up_another_tenant(engine_factory, tiny_gguf):
+async def test_one_tenants_flood_does_not_hold_up_another_tenant(engine_factory, tiny):
     """Tenant a: n=16 with max_tokens=3000; tenant b's 4-token request finishes while all of
     a's are still generating (the issue's done-when, on the tiny Mistral)."""
-    engine = await engine_factory(tiny_gguf, slots=8, context=8192, queue_limit=64)
+    engine = await engine_factory(tiny[0], slots=8, context=8192, queue_limit=64)
     finished: list[str] = []
 
     async def run(job: GenerationJob, name: str) -> None:
@@ -202,3 +206,29 @@ async def test_a_lone_surrogate_is_encoded_as_a_replacement_character(engine_fac
     assert tokenizer.encode("\ud83d\ude00", add_bos=False) == tokenizer.encode(
         "\U0001f600", add_bos=False
     )
+
+
+async def test_an_image_prefix_is_reused_only_for_the_same_pixels(engine_factory, tiny):
+    gguf, mmproj, tekken = tiny
+    engine = await engine_factory(gguf, mmproj=mmproj)
+    fmt = MistralFormat(tekken, CACHE)
+    part = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+
+    async def ask(colour: tuple[int, int, int], question: str) -> tuple[int, EncodedPrompt]:
+        request = ChatCompletionRequest(
+            model="m",
+            messages=[{"role": "user", "content": [part, {"type": "text", "text": question}]}],
+        )
+        prompt = fmt.encode(request, {"messages[0].content[0]": Image.new("RGB", (90, 60), colour)})
+        before = engine.stats().extra["prefix_cache_hits_tokens"]
+        job = GenerationJob("t", prompt, SamplingParams(max_tokens=4, temperature=0.0))
+        assert [e async for e in engine.generate(job) if isinstance(e, FinishEvent)]
+        await _until_idle(engine)
+        return engine.stats().extra["prefix_cache_hits_tokens"] - before, prompt
+
+    await ask((200, 0, 0), "What colour is this?")
+    reused, prompt = await ask((200, 0, 0), "What shape is it?")
+    [image] = prompt.images
+    assert reused >= image.offset + image.n_tokens  # through the image, into the text
+    reused, _ = await ask((0, 0, 200), "What colour is this?")
+    assert reused == image.offset  # the same ids up to the image, other pixels

@@ -4,21 +4,34 @@ low-level API.
 One llama context holds ``slots`` sequences in a unified KV cache. A decode thread loops:
 admit waiting requests into free slots, build one batch with the next token of every
 decoding sequence plus prompt chunks of the ones still prefilling, decode it once, sample
-each sequence with its own sampler chain, emit the tokens, and drop (and clear the KV of)
-sequences that finished or whose client went away. The event loop only enqueues jobs and
-reads events, so a slow client never stalls the batch.
+each sequence with its own sampler chain, emit the tokens, and drop sequences that
+finished or whose client went away. The event loop only enqueues jobs and reads events,
+so a slow client never stalls the batch.
 
 Which sequence runs, waits or is preempted is decided by ``scheduler.Scheduler`` (fair
 shares between tenants, the KV budget); this module carries its decisions out on the
-model. A preempted sequence's cells are freed and it goes back to the front of its
-tenant's queue with its generated tokens appended to its prompt, to be recomputed later
-(the approach vLLM takes). Output stays the same; only time is lost.
+model. A preempted sequence goes back to the front of its tenant's queue with its
+generated tokens appended to its prompt (the approach vLLM takes); output stays the same.
+
+Prefix caching (``prefix_cache``): a finished or preempted sequence's cells stay, under a
+spare sequence id, as a cache entry; an admitted request borrows the longest prefix any
+entry or running sequence holds (``llama_memory_seq_cp``: no copy, no compute) and
+prefills only the rest. Entries go least recently used first when cells or ids run short,
+before any running sequence is preempted. Measured on the demo model: a 2,500-token system
+prompt prefilled once, not on every request (figures in the engine's tests' report).
+
+Grammars. A request's grammar is compiled in a worker thread before it is queued (one
+that does not compile is refused then), and a constrained sequence's token is sampled in
+the engine's sampling pool from a copy of its logits while the batch goes on without it:
+a grammar as costly as a 10,000-value enum delays only its own request.
 
 Threads. The event loop runs ``generate``: it checks the job, submits its sequence under
 ``_cond`` and reads the sequence's event queue. The decode thread owns the llama context,
-the batch, the slots and every sequence once submitted; it takes ``_cond`` whenever it
-changes the scheduler's queues, which ``generate`` also touches. The two meet only through
-that lock, ``Sequence.cancel`` (a flag the decode thread polls each step) and
+the batch, the slots, the cache entries and every sequence once submitted; it takes
+``_cond`` whenever it changes the scheduler's queues, which ``generate`` also touches.
+Sampling workers touch only their sequence's sampler and a logits copy, and wake the
+decode thread through ``_cond`` when done. Otherwise the threads meet only through
+``Sequence.cancel`` (a flag the decode thread polls each step) and
 ``loop.call_soon_threadsafe`` for events.
 """
 
