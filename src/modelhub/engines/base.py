@@ -43,8 +43,8 @@ class GenerationJob:
     request_id: str
     prompt: EncodedPrompt
     params: SamplingParams
-    tenant: str = ""  # the contract, for fair sharing between contracts
-    max_running: int | None = None  # the contract's cap on running sequences
+    tenant: str = ""  # the contract id; sequences are shared fairly between tenants
+    max_running: int | None = None  # the tenant's cap on running sequences (None: default)
 
 
 @dataclass(frozen=True)

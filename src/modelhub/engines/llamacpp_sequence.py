@@ -1,8 +1,10 @@
 """One request's life inside the embedded engine: its sampler, its text, its events.
 
-Everything here runs on the decode thread except ``cancel`` and the event queue's consumer,
-which run on the event loop; the two meet only through ``loop.call_soon_threadsafe`` and a
-flag that the decode thread polls between steps.
+A sequence is built in a worker thread (its grammar compiled there), then belongs to the
+decode thread, except ``cancel`` and the event queue's consumer, which run on the event
+loop; the two meet only through ``loop.call_soon_threadsafe`` and a flag that the decode
+thread polls between steps. A grammar-constrained sampler runs in the engine's sampling
+pool, one token at a time, while its sequence sits out of the batch (``pending``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import codecs
 import ctypes
 import itertools
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import llama_cpp
@@ -24,22 +27,37 @@ __all__ = ["PieceDecoder", "SamplerChain", "Sequence"]
 _PENALTY_WINDOW = 64
 
 
+# llama_token_data as numpy sees it: the candidates array built from a row of logits.
+_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+
+
 class SamplerChain:
-    """A llama.cpp sampler chain for one request (temperature, top_p, seed, penalties, grammar)."""
+    """A llama.cpp sampler chain for one request (temperature, top_p, seed, penalties), and
+    the output grammar apart from it.
+
+    A grammar is checked against the whole vocabulary only when it has to be, as llama.cpp's
+    own common sampler does: the token is first sampled without it, and only when the
+    grammar rejects that token is it applied to every candidate and the token sampled
+    again. The result has the constrained distribution either way (a rejected draw is
+    resampled from the allowed tokens), and a grammar with a 10,000-value enum costs its
+    full price only on the steps where the model strays.
+    """
 
     def __init__(
         self, vocab: llama_cpp.llama_vocab_p, n_vocab: int, params: SamplingParams, top_k: int
     ):
+        self.n_vocab = n_vocab
+        self.grammar = None
+        if params.grammar:
+            self.grammar = llama_cpp.llama_sampler_init_grammar(
+                vocab, params.grammar.encode(), b"root"
+            )
+            if not self.grammar:
+                raise ValueError("the output grammar does not compile")
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self.ptr = llama_cpp.llama_sampler_chain_init(chain_params)
         add = lambda s: llama_cpp.llama_sampler_chain_add(self.ptr, s)
-        if params.grammar:
-            grammar = llama_cpp.llama_sampler_init_grammar(vocab, params.grammar.encode(), b"root")
-            if not grammar:
-                llama_cpp.llama_sampler_free(self.ptr)
-                raise ValueError("the output grammar does not compile")
-            add(grammar)
         if top_k and params.temperature > 0.0:
             # Sorting a 262k-token softmax per sampled token costs a quarter of the engine's
             # throughput at 16 sequences; the tokens past the top_k most likely carry a
@@ -60,14 +78,58 @@ class SamplerChain:
         seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
         add(llama_cpp.llama_sampler_init_dist(seed))
 
+    @property
+    def constrained(self) -> bool:
+        return self.grammar is not None
+
     def sample(self, ctx: llama_cpp.llama_context_p, batch_index: int) -> int:
-        # llama_sampler_sample also accepts the token into the chain (penalties, grammar).
+        if self.constrained:
+            row = llama_cpp.llama_get_logits_ith(ctx, batch_index)
+            return self.sample_logits(np.ctypeslib.as_array(row, shape=(self.n_vocab,)))
+        # llama_sampler_sample also accepts the token into the chain (penalties).
         return llama_cpp.llama_sampler_sample(self.ptr, ctx, batch_index)
 
+    def sample_logits(self, logits: np.ndarray) -> int:
+        """Sample from a row of logits and accept the token; any thread, one at a time."""
+        token = self._draw(logits, grammar=False)
+        if self.constrained:
+            if not self._allows(token, logits):
+                token = self._draw(logits, grammar=True)
+            llama_cpp.llama_sampler_accept(self.grammar, token)
+        llama_cpp.llama_sampler_accept(self.ptr, token)
+        return token
+
+    def _draw(self, logits: np.ndarray, *, grammar: bool) -> int:
+        data = np.empty(len(logits), _TOKEN_DATA)
+        data["id"] = np.arange(len(logits), dtype=np.int32)
+        data["logit"] = logits
+        data["p"] = 0.0
+        candidates = _candidates(data)
+        if grammar:
+            llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(candidates))
+        llama_cpp.llama_sampler_apply(self.ptr, ctypes.byref(candidates))
+        return int(candidates.data[candidates.selected].id)
+
+    def _allows(self, token: int, logits: np.ndarray) -> bool:
+        one = np.array([(token, logits[token], 0.0)], _TOKEN_DATA)
+        candidates = _candidates(one)
+        llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(candidates))
+        return bool(np.isfinite(one["logit"][0]))
+
     def free(self) -> None:
-        if self.ptr:
-            llama_cpp.llama_sampler_free(self.ptr)
-            self.ptr = None
+        for ptr in (self.ptr, self.grammar):
+            if ptr:
+                llama_cpp.llama_sampler_free(ptr)
+        self.ptr = self.grammar = None
+
+
+def _candidates(data: np.ndarray) -> llama_cpp.llama_token_data_array:
+    return llama_cpp.llama_token_data_array(
+        data=data.ctypes.data_as(llama_cpp.llama_token_data_p),
+        size=len(data),
+        selected=-1,
+        sorted=False,
+    )
 
 
 class PieceDecoder:
@@ -116,6 +178,9 @@ class Sequence:
 
     job: GenerationJob
     loop: asyncio.AbstractEventLoop
+    keys: np.ndarray  # the prompt's prefix-cache keys (``prefix_cache.prompt_keys``)
+    sampler: SamplerChain | None
+    decoder: PieceDecoder
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     order: int = field(default_factory=lambda: next(_ids))
     cancelled: bool = False
@@ -126,11 +191,43 @@ class Sequence:
     next_image: int = 0  # index into job.prompt.images of the next image to evaluate
     generated: int = 0
     logits_index: int = -1
-    sampler: SamplerChain | None = None
-    decoder: PieceDecoder | None = None
+    # Cells borrowed from other holders and its own (``prefix_cache.KVHolder``).
+    borrowed: tuple[tuple[int, int, int], ...] = ()
+    origin: int = -1
+    own_start: int = 0
+    # A token being sampled off the decode thread (grammar-constrained), and its logits.
+    pending: Future | None = None
+    pending_logits: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.history = list(self.job.prompt.token_ids)
+
+    # What the scheduler reads (``scheduler.Schedulable``).
+    @property
+    def tenant(self) -> str:
+        return self.job.tenant
+
+    @property
+    def max_running(self) -> int | None:
+        return self.job.max_running
+
+    @property
+    def kv_cells(self) -> int:
+        return self.n_past
+
+    def cache_keys(self, n: int) -> np.ndarray:
+        """Prefix-cache keys of the first ``n`` positions: the prompt's, then generated ids."""
+        prompt = len(self.keys)
+        if n <= prompt:
+            return self.keys[:n]
+        return np.concatenate([self.keys, np.asarray(self.history[prompt:n], dtype=np.int64)])
+
+    def image_boundary(self, n: int) -> int:
+        """``n``, or the start of the image whose span it would cut."""
+        for image in self.job.prompt.images:
+            if image.offset < n < image.offset + image.n_tokens:
+                return image.offset
+        return n
 
     # Loop side -----------------------------------------------------------------------
     def cancel(self) -> None:
@@ -144,9 +241,9 @@ class Sequence:
     def prefilling(self) -> bool:
         return self.n_past < len(self.history)
 
-    def on_token(self, token: int, ctx: llama_cpp.llama_context_p, vocab, n_vocab: int) -> bool:
-        """Record a sampled token and emit it; True when the sequence is finished."""
-        assert self.decoder is not None
+    def on_token(self, token: int, logits: np.ndarray | None, vocab) -> bool:
+        """Record a sampled token and emit it; True when the sequence is finished.
+        ``logits`` (the row it was sampled from) is needed only for logprobs."""
         self.generated += 1
         if llama_cpp.llama_vocab_is_eog(vocab, token):
             self.finish("stop")
@@ -154,8 +251,6 @@ class Sequence:
         logprob, top = None, ()
         k = self.job.params.top_logprobs
         if k is not None:
-            ptr = llama_cpp.llama_get_logits_ith(ctx, self.logits_index)
-            logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
             logprob, top = _top_logprobs(logits, token, k, self.decoder)
         self.history.append(token)
         special = bool(llama_cpp.llama_vocab_is_control(vocab, token))
@@ -173,6 +268,11 @@ class Sequence:
         self.emit(exc)
 
     def release(self) -> None:
-        if self.sampler is not None:
-            self.sampler.free()
-            self.sampler = None
+        """Free the sampler, once a sampling worker still holding it is done."""
+        sampler, self.sampler = self.sampler, None
+        if sampler is None:
+            return
+        if self.pending is not None:
+            self.pending.add_done_callback(lambda _: sampler.free())
+        else:
+            sampler.free()

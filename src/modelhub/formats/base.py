@@ -32,12 +32,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PromptImage:
-    """An image as the model sees it, and where its tokens start in the prompt."""
+    """An image as the model sees it, and where its tokens sit in the prompt.
+
+    The format resizes the image once, to its model's geometry; ``image`` holds exactly the
+    pixels the vision encoder must take (it resizes nothing), and ``grid`` the rows and
+    columns of image tokens they make.
+    """
 
     location: str
     image: Image
     offset: int
     n_tokens: int
+    grid: tuple[int, int]
 
 
 @dataclass(frozen=True)

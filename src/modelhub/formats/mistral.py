@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import PIL.Image
 from mistral_common.exceptions import MistralCommonException
 from mistral_common.protocol.instruct.chunk import ImageChunk, TextChunk
 from mistral_common.protocol.instruct.messages import (
@@ -36,6 +38,7 @@ from mistral_common.protocol.instruct.tool_calls import (
     ToolChoiceEnum,
 )
 from mistral_common.tokens.tokenizers.base import SpecialTokens
+from mistral_common.tokens.tokenizers.image import DATASET_MEAN, DATASET_STD
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
 from modelhub.errors import InvalidRequestError
@@ -49,6 +52,13 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 __all__ = ["MistralFormat", "mistral_tool_id"]
+
+
+def _pixels(normalised: np.ndarray) -> Image:
+    """mistral-common's encoder output (resized, CHW, normalised) back to 8-bit RGB."""
+    hwc = normalised.transpose(1, 2, 0) * np.asarray(DATASET_STD) + np.asarray(DATASET_MEAN)
+    return PIL.Image.fromarray(np.clip(np.rint(hwc * 255.0), 0, 255).astype(np.uint8), "RGB")
+
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
 
@@ -76,6 +86,7 @@ class MistralFormat:
             for t in (SpecialTokens.img, SpecialTokens.img_break, SpecialTokens.img_end)
         }
         self._img_end = inner.get_special_token(SpecialTokens.img_end)
+        self._img_break = inner.get_special_token(SpecialTokens.img_break)
         self._tool_calls_token = inner.get_special_token(SpecialTokens.tool_calls)
         self._args_token = inner.get_special_token(SpecialTokens.args)
 
@@ -164,26 +175,30 @@ class MistralFormat:
         return EncodedPrompt(
             token_ids=ids,
             image_tokens=sum(1 for t in ids if t in self._image_ids),
-            images=self._placed_images(ids, images),
+            images=self._placed_images(ids, list(images), tokenized.images),
             grammar=self._grammar(conversation, tools, choice),
         )
 
     def _placed_images(
-        self, ids: list[int], images: Mapping[str, Image]
+        self, ids: list[int], locations: list[str], resized: list[np.ndarray]
     ) -> tuple[PromptImage, ...]:
-        """Where each image's run of [IMG]/[IMG_BREAK]/[IMG_END] tokens sits in the prompt.
-        A run ends at its [IMG_END]: images side by side in one message touch."""
-        runs, start = [], None
+        """Where each image's run of [IMG]/[IMG_BREAK]/[IMG_END] tokens sits in the prompt,
+        with the pixels mistral-common resized it to (the only resize an image gets). A run
+        ends at its [IMG_END]: images side by side in one message touch."""
+        runs, start, breaks = [], None, 0
         for position, token in enumerate(ids):
             if token in self._image_ids and start is None:
-                start = position
+                start, breaks = position, 0
+            breaks += token == self._img_break
             if token == self._img_end:
-                runs.append((start, position + 1 - start))
+                n = position + 1 - start
+                rows = breaks + 1
+                runs.append((start, n, (rows, (n - rows) // rows)))
                 start = None
-        ordered = [loc for loc in images]  # load_images keeps request order
+        # load_images keeps request order, and mistral-common returns images in that order.
         return tuple(
-            PromptImage(location=loc, image=images[loc], offset=offset, n_tokens=n)
-            for loc, (offset, n) in zip(ordered, runs, strict=False)
+            PromptImage(location=loc, image=_pixels(array), offset=offset, n_tokens=n, grid=grid)
+            for loc, array, (offset, n, grid) in zip(locations, resized, runs, strict=False)
         )
 
     def output_parser(self, conversation: Conversation) -> MistralToolParser:
