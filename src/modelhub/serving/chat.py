@@ -179,7 +179,7 @@ class ChatService:
             log.debug("ignoring unknown request fields: %s", ", ".join(request.ignored_fields))
         served = self._deployment.get(request.model)
         lifecycle_headers = self._deployment.catalog.check_lifecycle(served.card)
-        validate_for_model(request, served.card)
+        validate_for_model(request, served.card, self.settings)
         engine = served.require_engine()
         images = await load_images(request, self.settings)
         if served.format is None and isinstance(engine, RemoteCounter):

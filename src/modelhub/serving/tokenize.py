@@ -17,7 +17,7 @@ async def count_prompt(
     deployment: Deployment, settings: Settings, request: ChatCompletionRequest
 ) -> dict:
     served = deployment.get(request.model)
-    validate_for_model(request, served.card)
+    validate_for_model(request, served.card, settings)
     chat_format = served.require_format()
     images = await load_images(request, settings)
     prompt = await anyio.to_thread.run_sync(chat_format.encode, request, images)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from modelhub.api.deps import authenticate, hub
+from modelhub.api.deps import AuthenticatedRoute, authenticate, hub
 from modelhub.api.sse import sse_events
 from modelhub.errors import ModelhubError
 from modelhub.schemas.chat import ChatCompletionRequest
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(route_class=AuthenticatedRoute)
 
 
 @router.post("/v1/chat/completions")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from modelhub.api.deps import authenticate, hub
+from modelhub.api.deps import AuthenticatedRoute, authenticate, hub
 from modelhub.schemas.chat import ChatCompletionRequest
 from modelhub.serving.tokenize import count_prompt
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(route_class=AuthenticatedRoute)
 
 
 @router.post("/tokenize")
