@@ -6,13 +6,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from modelhub.api.deps import AuthenticatedRoute, authenticate, hub
+from modelhub.api.openapi import MODEL_ERRORS
 from modelhub.api.sse import sse_events
 from modelhub.errors import ModelhubError
 from modelhub.schemas.chat import ChatCompletionRequest
 
 __all__ = ["router"]
 
-router = APIRouter(route_class=AuthenticatedRoute)
+router = APIRouter(route_class=AuthenticatedRoute, responses=MODEL_ERRORS)
 
 
 @router.post("/v1/chat/completions")

@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from modelhub.api.deps import AuthenticatedRoute, authenticate, hub
+from modelhub.api.openapi import MODEL_ERRORS
 from modelhub.schemas.chat import ChatCompletionRequest
 from modelhub.serving.tokenize import count_prompt
 
 __all__ = ["router"]
 
-router = APIRouter(route_class=AuthenticatedRoute)
+router = APIRouter(route_class=AuthenticatedRoute, responses=MODEL_ERRORS)
 
 
 @router.post("/tokenize")
