@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import uvicorn
 
 from modelhub.api.app import create_app
+from modelhub.api.server import DrainingServer, server_config
 from modelhub.settings import Settings
 
 __all__ = ["MovableClock", "RunningServer", "start_server"]
@@ -50,8 +51,9 @@ def start_server(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+    # The hub's own server and limits (header timeout and size, drain), as `modelhub serve`.
+    config = server_config(app, settings, log_level="warning", lifespan="on")
+    server = DrainingServer(config, app.state.drain, settings.drain_timeout_s)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120

@@ -36,24 +36,15 @@ def _print_first_key(key: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from modelhub.api.app import create_app
+    from modelhub.api.server import DrainingServer, server_config
 
     settings = _settings(args)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = create_app(settings, on_first_key=_print_first_key)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-    )
+    DrainingServer(server_config(app, settings), app.state.drain, settings.drain_timeout_s).run()
     return 0
 
 

@@ -50,6 +50,43 @@ class Settings(BaseSettings):
     port: int = 8000
     max_body_bytes: int = Field(default=16 * 1024 * 1024, description="413 above this")
     log_level: str = "info"
+    header_read_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a connection that has not sent a request's whole head (request line and "
+        "headers) this long after its first byte is closed",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="431 for a request head (URL and headers) above this",
+    )
+    drain_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="on SIGTERM, requests in flight get this long to finish; streams still "
+        "open then end with an error event, billed for what they received",
+    )
+
+    # Limits on a JSON schema (response_format, tool parameters) that becomes a grammar
+    schema_max_repetition: int = Field(
+        default=4096,
+        ge=1,
+        description="largest repetition bound (minLength, maxItems, a pattern's {m,n}...); the "
+        "optional part (max - min) is at most 1,000 in any case, llama.cpp's parser limit",
+    )
+    schema_max_alternatives: int = Field(
+        default=1024,
+        ge=1,
+        description="enum values, anyOf/oneOf branches, types and properties of a schema, added "
+        "up: the sampler checks each token against each (10,000 held the decode thread 15 s)",
+    )
+    schema_max_depth: int = Field(default=64, ge=2, description="deepest nesting of a schema")
+    schema_max_size: int = Field(
+        default=100_000,
+        ge=100,
+        description="size of a schema, about its JSON length; the tools' schemas share it",
+    )
 
     # Catalog: one TOML per model; operator backends by model id, e.g.
     # MODELHUB_BACKENDS='{"mistralai/Mistral-Small-24B-Instruct": {"gguf": "/m/model.gguf"}}'
@@ -124,6 +161,12 @@ class Settings(BaseSettings):
     max_images_per_request: int = 8
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    max_request_image_pixels: int = Field(
+        default=64_000_000,
+        ge=1,
+        description="decoded pixels of all of a request's images together, checked from their "
+        "headers before any is decoded (3 bytes each in RGB)",
+    )
     image_fetch_timeout_s: float = 10.0
     image_connect_timeout_s: float = 3.0
     image_fetch_allow_hosts: list[str] = Field(

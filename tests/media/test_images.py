@@ -13,7 +13,8 @@ from PIL import Image
 
 from modelhub.errors import InvalidImageError
 from modelhub.media import load_images
-from modelhub.media.fetch import HostPolicy, _is_public
+from modelhub.media.addresses import is_public
+from modelhub.media.fetch import HostPolicy
 from modelhub.schemas.chat import ChatCompletionRequest
 from modelhub.serving.conversation import to_conversation
 from modelhub.settings import Settings
@@ -89,6 +90,33 @@ async def test_bad_images_are_400_naming_the_part(uri, reason):
     assert reason in info.value.message
 
 
+async def test_the_pixel_budget_is_per_request_and_read_from_headers():
+    big = _data_uri(_encoded("PNG", (3000, 3000)))  # 9 Mpx
+    images = await _load(big, max_request_image_pixels=9_000_000)
+    assert images["messages[0].content[1]"].size == (3000, 3000)
+    with pytest.raises(InvalidImageError, match="limit of 10000000 per request") as info:
+        await _load(big, big, max_request_image_pixels=10_000_000)
+    assert info.value.param == "messages[0].content[2]"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1/x.png",
+        "http://[::1]:99999/x.png",
+        "http://host:port/x.png",
+        "http://" + "a" * 300 + ".example/x.png",
+        "http://exa\x00mple.com/x.png",
+        "http:///x.png",
+    ],
+)
+async def test_urls_that_do_not_parse_are_invalid_image(url):
+    with pytest.raises(InvalidImageError) as info:
+        await _load(url)
+    assert info.value.param == "messages[0].content[1]"
+    assert info.value.code == "invalid_image"
+
+
 async def test_decompression_bomb_and_count_and_size_caps():
     with pytest.raises(InvalidImageError, match="pixels"):
         await _load(_data_uri(_encoded("PNG", (4000, 4000))), max_image_pixels=1_000_000)
@@ -117,10 +145,28 @@ def test_address_policy():
         "fc00::1",
         "::ffff:127.0.0.1",
         "::ffff:10.0.0.1",
+        # IPv4 inside IPv6: compatible, NAT64 (well-known and local-use, RFC 6052's /96 and
+        # /48 layouts), 6to4, Teredo (server 10.0.0.1, client 127.0.0.1 obfuscated).
+        "::127.0.0.1",
+        "::10.0.0.1",
+        "64:ff9b::7f00:1",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b:1::a00:1",
+        "64:ff9b:1:a00:1::",
+        "2002:7f00:1::1",
+        "2002:c0a8:101::",
+        "2001:0:a00:1::80ff:fffe",
     ):
-        assert not _is_public(ipaddress.ip_address(private)), private
-    for public in ("93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"):
-        assert _is_public(ipaddress.ip_address(public)), public
+        assert not is_public(ipaddress.ip_address(private)), private
+    for public in (
+        "93.184.216.34",
+        "1.1.1.1",
+        "2606:4700:4700::1111",
+        "::ffff:1.1.1.1",
+        "64:ff9b::101:101",
+        "2002:101:101::1",
+    ):
+        assert is_public(ipaddress.ip_address(public)), public
     policy = HostPolicy.from_settings(
         Settings(image_fetch_allow_hosts=["10.0.0.0/8", "images.internal"])
     )

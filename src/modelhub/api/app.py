@@ -11,7 +11,9 @@ from fastapi import FastAPI
 from modelhub.api.bodylimit import BodyLimitMiddleware
 from modelhub.api.deps import Hub
 from modelhub.api.errors import install_error_handlers
+from modelhub.api.openapi import install_openapi
 from modelhub.api.routes import chat, models, ops, tokenize, unsupported, usage
+from modelhub.api.server import Drain, DrainMiddleware
 from modelhub.catalog import Catalog, Clock, load_cards
 from modelhub.metrics import Metrics
 from modelhub.platform import Platform
@@ -31,7 +33,8 @@ def create_app(
     on_first_key: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """``clock`` moves the catalog's notion of now (lifecycle tests); ``on_first_key``
-    receives the key of the ``default`` contract created on an empty database."""
+    receives the key of the ``default`` contract created on an empty database. The app's
+    ``state.drain`` ends the requests in flight at a shutdown's deadline (``DrainingServer``)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -58,7 +61,10 @@ def create_app(
 
     app = FastAPI(title="modelhub", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    app.state.drain = Drain()
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(DrainMiddleware, drain=app.state.drain)
     for module in (chat, models, tokenize, usage, unsupported, ops):
         app.include_router(module.router)
+    install_openapi(app)
     return app

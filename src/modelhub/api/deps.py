@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
 
 from modelhub.platform import Platform, Principal
 from modelhub.serving.chat import ChatService
 from modelhub.serving.deployment import Deployment
 
-__all__ = ["Hub", "authenticate", "hub"]
+__all__ = ["AuthenticatedRoute", "Hub", "authenticate", "hub"]
 
 
 class Hub:
@@ -27,3 +30,19 @@ def hub(request: Request) -> Hub:
 
 async def authenticate(request: Request, model: str | None = None) -> Principal:
     return await hub(request).platform.authenticate(request.headers.get("authorization"), model)
+
+
+class AuthenticatedRoute(APIRoute):
+    """A route that checks the caller's key before FastAPI reads and validates the body, so
+    a caller without a valid key learns only that (401), whatever it sent, and no body is
+    parsed for it. The route's own ``authenticate(request, model)`` then checks the model
+    against the contract (a cache hit: keys are cached for ``auth_cache_ttl_s``)."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def authenticated(request: Request) -> Response:
+            await authenticate(request)
+            return await handler(request)
+
+        return authenticated

@@ -3,7 +3,8 @@
 llama.cpp's JSON-schema converter (the Python one shipped in llama-cpp-python) writes them,
 so the embedded engine's constraint is the one llama.cpp's server would apply. That port
 lacks one thing the C++ converter has, integer bounds (``minimum``, ``maximum`` and their
-exclusive forms), which ``grammar_ints`` adds. Still unenforced, as in llama.cpp:
+exclusive forms), which ``grammar_ints`` adds. What a schema may ask (repetitions, enum
+sizes, depth) is bounded before it gets here, by ``schema_limits``. Still unenforced, as in llama.cpp:
 ``multipleOf`` and bounds on non-integer numbers.
 """
 
@@ -34,11 +35,8 @@ class SchemaGrammar(SchemaConverter):
         bounds = _integer_bounds(schema)
         if bounds is None:
             return super().visit(schema, name)
-        low, high = bounds
-        if low is not None and high is not None and low > high:
-            raise ValueError(f"no integer lies between {low} and {high}")
         rule_name = name + "-" if name in RESERVED_NAMES else name or "root"  # as the base does
-        return self._add_rule(rule_name, f"({int_range_rule(low, high)}) space")
+        return self._add_rule(rule_name, f"({int_range_rule(*bounds)}) space")
 
 
 def _integer_bounds(schema: dict) -> tuple[int | None, int | None] | None:

@@ -2,8 +2,12 @@
 
 llama-cpp-python's Python schema converter ignores integer bounds; llama.cpp's C++ one
 (``common/json-schema-to-grammar.cpp``, ``build_min_max_int``, not exported by the shared
-library) handles them. This is a line-for-line port of that function, so the grammar the
-embedded engine applies is the one llama.cpp's server would.
+library) handles them. This is a port of its closed-range part. Its open-range part (one
+bound given) is not ported: it was wrong (``minimum: 202`` admitted 201: the digits after
+the first lost their leading zeros) and wrote invalid repetitions for bounds of 16 digits
+or more (``minimum: 1e308`` wrote ``[0-9]{290,13}``, which took 17 GB to load). A missing
+bound is the int64 limit instead, so every range is closed, and bounds outside int64 are
+refused. Every repetition and digit range written is checked, so none can be invalid.
 """
 
 from __future__ import annotations
@@ -16,23 +20,29 @@ _INT64_MAX = 2**63 - 1
 
 def int_range_rule(minimum: int | None, maximum: int | None) -> str:
     """Alternatives (no rule name, no trailing space) matching exactly the integers in
-    [minimum, maximum]; either bound may be None."""
+    [minimum, maximum], a missing bound being int64's; ValueError for an empty range or a
+    bound outside int64."""
+    low = _INT64_MIN if minimum is None else minimum
+    high = _INT64_MAX if maximum is None else maximum
+    for bound in (low, high):
+        if not _INT64_MIN <= bound <= _INT64_MAX:
+            raise ValueError(f"integer bound {bound} is outside int64")
+    if low > high:
+        raise ValueError(f"no integer lies between {low} and {high}")
     out: list[str] = []
-    _build(
-        _INT64_MIN if minimum is None else minimum,
-        _INT64_MAX if maximum is None else maximum,
-        out,
-        16,
-        True,
-    )
+    _closed_range(low, high, out)
     return "".join(out)
 
 
 def _digit_range(out: list[str], start: str, end: str) -> None:
+    if start > end:
+        raise ValueError(f"empty digit range [{start}-{end}]")
     out.append(f"[{start}]" if start == end else f"[{start}-{end}]")
 
 
 def _more_digits(out: list[str], min_digits: int, max_digits: int) -> None:
+    if not 0 <= min_digits <= max_digits:
+        raise ValueError(f"invalid repetition {{{min_digits},{max_digits}}}")
     out.append("[0-9]")
     if min_digits == max_digits == 1:
         return
@@ -59,7 +69,9 @@ def _uniform_range(out: list[str], low: str, high: str) -> None:
             high_reached = False
             out.append("(")
             if low_sub == zeros:
-                _digit_range(out, low[i], chr(ord(high[i]) - 1))
+                # Up to all nines: one class for the first digit (llama.cpp splits off the last).
+                high_reached = high_sub == nines
+                _digit_range(out, low[i], high[i] if high_reached else chr(ord(high[i]) - 1))
                 out.append(" ")
                 _more_digits(out, sub_len, sub_len)
             else:
@@ -82,86 +94,23 @@ def _uniform_range(out: list[str], low: str, high: str) -> None:
                 _uniform_range(out, zeros, high_sub)
             out.append(")")
         else:
-            out.append(f"[{low[i]}-{high[i]}]")
+            _digit_range(out, low[i], high[i])
 
 
-def _build(low: int, high: int, out: list[str], decimals_left: int, top_level: bool) -> None:
-    has_min, has_max = low != _INT64_MIN, high != _INT64_MAX
-
-    if has_min and has_max:
-        if low < 0 and high < 0:
-            out.append('"-" (')
-            _build(-high, -low, out, decimals_left, True)
-            out.append(")")
-            return
-        if low < 0:
-            out.append('"-" (')
-            _build(0, -low, out, decimals_left, True)
-            out.append(") | ")
-            low = 0
-        low_s, high_s = str(low), str(high)
-        for digits in range(len(low_s), len(high_s)):
-            _uniform_range(out, low_s, "9" * digits)
-            low_s = "1" + "0" * digits
-            out.append(" | ")
-        _uniform_range(out, low_s, high_s)
+def _closed_range(low: int, high: int, out: list[str]) -> None:
+    if low < 0 and high < 0:
+        out.append('"-" (')
+        _closed_range(-high, -low, out)
+        out.append(")")
         return
-
-    less_decimals = max(decimals_left - 1, 1)
-
-    if has_min:
-        if low < 0:
-            out.append('"-" (')
-            _build(_INT64_MIN, -low, out, decimals_left, False)
-            out.append(") | [0] | [1-9] ")
-            _more_digits(out, 0, decimals_left - 1)
-        elif low == 0:
-            if top_level:
-                out.append("[0] | [1-9] ")
-                _more_digits(out, 0, less_decimals)
-            else:
-                _more_digits(out, 1, decimals_left)
-        elif low <= 9:
-            c = str(low)
-            range_start = "1" if top_level else "0"
-            if c > range_start:
-                _digit_range(out, range_start, chr(ord(c) - 1))
-                out.append(" ")
-                _more_digits(out, 1, less_decimals)
-                out.append(" | ")
-            _digit_range(out, c, "9")
-            out.append(" ")
-            _more_digits(out, 0, less_decimals)
-        else:
-            low_s = str(low)
-            c = low_s[0]
-            if c > "1":
-                _digit_range(out, "1" if top_level else "0", chr(ord(c) - 1))
-                out.append(" ")
-                _more_digits(out, len(low_s), less_decimals)
-                out.append(" | ")
-            _digit_range(out, c, c)
-            out.append(" (")
-            _build(int(low_s[1:]), _INT64_MAX, out, less_decimals, False)
-            out.append(")")
-            if c < "9":
-                out.append(" | ")
-                _digit_range(out, chr(ord(c) + 1), "9")
-                out.append(" ")
-                _more_digits(out, len(low_s) - 1, less_decimals)
-        return
-
-    if has_max:
-        if high >= 0:
-            if top_level:
-                out.append('"-" [1-9] ')
-                _more_digits(out, 0, less_decimals)
-                out.append(" | ")
-            _build(0, high, out, decimals_left, True)
-        else:
-            out.append('"-" (')
-            _build(-high, _INT64_MAX, out, decimals_left, False)
-            out.append(")")
-        return
-
-    raise ValueError("an integer range needs a minimum or a maximum")
+    if low < 0:
+        out.append('"-" (')
+        _closed_range(1, -low, out)
+        out.append(") | ")
+        low = 0
+    low_s, high_s = str(low), str(high)
+    for digits in range(len(low_s), len(high_s)):
+        _uniform_range(out, low_s, "9" * digits)
+        low_s = "1" + "0" * digits
+        out.append(" | ")
+    _uniform_range(out, low_s, high_s)

@@ -3,7 +3,12 @@
 The host is resolved once; every address it resolves to must be public (or admitted by
 the operator's allow-list); the connection goes to the address that was checked, with the
 original name in the Host header and TLS SNI, so a second DNS answer cannot swap it
-(rebinding). Redirects are followed by hand, each target checked the same way.
+(rebinding). Redirects are followed by hand, each target checked the same way. Which
+addresses count as public is ``media.addresses``' business.
+
+A URL that does not parse (``http://[::1/``, a port out of range, a 300-character label
+that IDNA refuses) is the caller's mistake: ``_url_errors`` makes every such error from the
+standard library and httpx an ``invalid_image`` 400.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -18,13 +25,13 @@ import anyio
 import httpx
 
 from modelhub.errors import InvalidImageError
+from modelhub.media.addresses import IPAddress, is_public
 from modelhub.settings import Settings
 
 __all__ = ["HostPolicy", "fetch_image_bytes"]
 
 _SCHEMES = {"http": 80, "https": 443}
 _MAX_REDIRECTS = 3
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -47,13 +54,16 @@ class HostPolicy:
     def admits(self, host: str, address: IPAddress) -> bool:
         if host in self.allowed_names or any(address in n for n in self.allowed_networks):
             return True
-        return _is_public(address)
+        return is_public(address)
 
 
-def _is_public(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return _is_public(address.ipv4_mapped)  # ::ffff:127.0.0.1 is loopback in disguise
-    return address.is_global and not address.is_multicast
+@contextmanager
+def _url_errors(location: str) -> Iterator[None]:
+    """A URL the standard library or httpx cannot take -> ``invalid_image``."""
+    try:
+        yield
+    except (ValueError, httpx.InvalidURL) as exc:  # UnicodeError (IDNA) is a ValueError
+        raise InvalidImageError(f"The image URL is not valid: {exc}.", param=location) from None
 
 
 async def _resolve(host: str, port: int) -> list[IPAddress]:
@@ -81,7 +91,7 @@ async def _checked_target(url: str, policy: HostPolicy, location: str) -> tuple[
     port = parts.port or _SCHEMES[parts.scheme]
     try:
         addresses = await _resolve(host, port)
-    except OSError:
+    except (OSError, UnicodeError):
         raise InvalidImageError(
             f"The image host '{host}' could not be resolved.", param=location
         ) from None
@@ -122,7 +132,7 @@ async def fetch_image_bytes(url: str, settings: Settings, location: str) -> byte
         settings.image_fetch_timeout_s, connect=settings.image_connect_timeout_s
     )
     try:
-        with anyio.fail_after(settings.image_fetch_timeout_s):
+        with _url_errors(location), anyio.fail_after(settings.image_fetch_timeout_s):
             async with httpx.AsyncClient(
                 timeout=timeout, follow_redirects=False, trust_env=False
             ) as client:

@@ -93,7 +93,7 @@ class PromptStage:
         """``generating=False``: only counting, which a model's format can do alone."""
         served = self._deployment.get(request.model)
         headers = self._deployment.catalog.check_lifecycle(served.card)
-        validate_for_model(request, served.card)
+        validate_for_model(request, served.card, self._settings)
         if generating or served.format is None:
             served.require_backend()
         asked = request.requested_max_tokens

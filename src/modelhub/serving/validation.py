@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from modelhub.catalog import ModelCard
 from modelhub.errors import InvalidRequestError, UnsupportedParameterError
+from modelhub.formats.schema_limits import check_request_schemas
 from modelhub.schemas.chat import AudioPart, ChatCompletionRequest, ImagePart, NamedToolChoice
+from modelhub.settings import Settings
 
 __all__ = ["validate_for_model"]
 
@@ -47,7 +49,7 @@ def _check_tools(request: ChatCompletionRequest, card: ModelCard) -> None:
             )
 
 
-def validate_for_model(request: ChatCompletionRequest, card: ModelCard) -> None:
+def validate_for_model(request: ChatCompletionRequest, card: ModelCard, settings: Settings) -> None:
     if request.reasoning_effort is not None and not card.features.reasoning:
         raise UnsupportedParameterError(
             f"The model '{card.id}' does not support reasoning; remove reasoning_effort.",
@@ -63,3 +65,4 @@ def validate_for_model(request: ChatCompletionRequest, card: ModelCard) -> None:
         )
     _check_parts(request, card)
     _check_tools(request, card)
+    check_request_schemas(request, settings)

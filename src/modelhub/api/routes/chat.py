@@ -6,14 +6,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from modelhub.api.cancellation import until_disconnect
-from modelhub.api.deps import authenticate, hub
+from modelhub.api.deps import AuthenticatedRoute, authenticate, hub
+from modelhub.api.openapi import MODEL_ERRORS
 from modelhub.api.sse import sse_events
 from modelhub.errors import ModelhubError
 from modelhub.schemas.chat import ChatCompletionRequest
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(route_class=AuthenticatedRoute, responses=MODEL_ERRORS)
 
 
 @router.post("/v1/chat/completions")

@@ -7,11 +7,12 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 
 from modelhub.api.deps import authenticate, hub
+from modelhub.api.openapi import error_responses
 from modelhub.serving.deployment import ServedModel
 
 __all__ = ["describe", "router"]
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(401, 403))
 
 
 def describe(served: ServedModel, now: datetime) -> dict:
@@ -41,7 +42,7 @@ async def list_models(request: Request) -> dict:
     return {"object": "list", "data": [describe(s, now) for s in h.deployment]}
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", responses=error_responses(404))
 async def get_model(model_id: str, request: Request) -> dict:
     await authenticate(request)
     h = hub(request)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from modelhub.api.cancellation import until_disconnect
-from modelhub.api.deps import authenticate, hub
+from modelhub.api.deps import AuthenticatedRoute, authenticate, hub
+from modelhub.api.openapi import MODEL_ERRORS
 from modelhub.errors import ModelhubError
 from modelhub.schemas.chat import ChatCompletionRequest
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(route_class=AuthenticatedRoute, responses=MODEL_ERRORS)
 
 
 @router.post("/tokenize")

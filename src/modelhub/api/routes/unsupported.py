@@ -7,12 +7,12 @@ import json
 
 from fastapi import APIRouter, Request
 
-from modelhub.api.deps import authenticate, hub
+from modelhub.api.deps import AuthenticatedRoute, authenticate, hub
 from modelhub.errors import EndpointNotSupportedError, InvalidRequestError
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(route_class=AuthenticatedRoute)
 
 _ENDPOINTS = {
     "/v1/embeddings": "embeddings",

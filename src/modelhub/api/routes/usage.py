@@ -8,12 +8,13 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
 from modelhub.api.deps import authenticate, hub
+from modelhub.api.openapi import error_responses
 from modelhub.errors import InvalidRequestError
 from modelhub.platform import UsageQuery, render_usage
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(400, 401, 403))
 
 _MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "table": "text/plain"}
 
