@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -25,7 +26,12 @@ from modelhub.engines.base import (
     SamplingParams,
     TokenEvent,
 )
-from modelhub.errors import ContextLengthExceededError, RateLimitError
+from modelhub.errors import (
+    ContextLengthExceededError,
+    EngineOverloadedError,
+    RateLimiterUnavailableError,
+    RateLimitError,
+)
 from modelhub.formats.base import (
     ContentDelta,
     EncodedPrompt,
@@ -35,7 +41,7 @@ from modelhub.formats.base import (
 )
 from modelhub.media import load_images
 from modelhub.metrics import Metrics
-from modelhub.platform import Platform, Principal, Reservation, UsageRecord
+from modelhub.platform import InFlight, Platform, Principal, Reservation, UsageRecord
 from modelhub.schemas.chat import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -81,6 +87,7 @@ class PreparedChat:
     principal: Principal
     images: Mapping[str, Image] = field(default_factory=dict)
     reservation: Reservation | None = None
+    in_flight: InFlight | None = None
 
 
 @dataclass
@@ -226,14 +233,16 @@ class ChatService:
             prepared.reservation = await self._platform.reserve(
                 prepared.principal, prepared.request.model, worst
             )
-        except RateLimitError:
+        except (RateLimitError, RateLimiterUnavailableError) as exc:
             # On record, at no cost: nothing was processed.
-            rejected = self._record(
-                prepared, _Tally(), "rejected", prompt_tokens=0, finished_at=datetime.now(UTC)
+            status = "rate_limited" if isinstance(exc, RateLimitError) else "refused"
+            turned_away = self._record(
+                prepared, _Tally(), status, prompt_tokens=0, finished_at=datetime.now(UTC)
             )
-            self._platform.record(rejected)
+            await self._platform.record(turned_away)
             raise
         prepared.headers.update(prepared.reservation.headers)
+        prepared.in_flight = self._platform.begin(self._progress(prepared, _Tally()))
 
     # Generation ------------------------------------------------------------------------
     def _job(self, prepared: PreparedChat, index: int) -> GenerationJob:
@@ -306,12 +315,17 @@ class ChatService:
         choices: dict[int, Choice] = {}
         logprobs: dict[int, list[TokenLogprob]] = {i: [] for i in range(prepared.request.n)}
         status = "error"
+        progress = partial(self._progress, prepared, tally)  # built only when journaled
         try:
             async for update in self._updates(prepared, tally):
+                prepared.in_flight.checkpoint(progress)
                 logprobs[update.index].extend(update.logprobs)
                 if update.parsed is not None:
                     choices[update.index] = self._choice(prepared, update, logprobs[update.index])
             status = "ok"
+        except EngineOverloadedError:
+            status = "refused"
+            raise
         finally:
             await self._account(prepared, tally, status)
         return ChatCompletion(
@@ -343,6 +357,7 @@ class ChatService:
         tally = _Tally()
         created = int(time.time())
         status = "cancelled"
+        progress = partial(self._progress, prepared, tally)  # built only when journaled
 
         def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
             return ChatCompletionChunk(
@@ -359,6 +374,7 @@ class ChatService:
                     logprobs = None
                 if logprobs is not None:
                     yield chunk([ChunkChoice(index=update.index, delta=Delta(), logprobs=logprobs)])
+                prepared.in_flight.checkpoint(progress)
                 if update.finish_reason is not None:
                     yield chunk(
                         [
@@ -372,6 +388,9 @@ class ChatService:
             status = "ok"
             if request.stream_options and request.stream_options.include_usage:
                 yield chunk([], usage=self._usage(prepared, tally))
+        except EngineOverloadedError:
+            status = "refused"
+            raise
         except Exception:
             status = "error"
             raise
@@ -415,7 +434,8 @@ class ChatService:
 
     async def _account(self, prepared: PreparedChat, tally: _Tally, status: str) -> None:
         model = prepared.request.model
-        prompt = tally.prompt_tokens(prepared)
+        # Refused: turned away before inference, billed nothing.
+        prompt = 0 if status == "refused" else tally.prompt_tokens(prepared)
         finished_at = datetime.now(UTC)
         self._metrics.prompt_tokens.labels(model).inc(prompt)
         self._metrics.completion_tokens.labels(model).inc(tally.completion_tokens)
@@ -428,10 +448,20 @@ class ChatService:
                 decoding = (finished_at - first).total_seconds()
                 per_token = decoding / (tally.completion_tokens - 1)
                 self._metrics.time_per_output_token.labels(model).observe(per_token)
+        record = self._record(prepared, tally, status, prompt_tokens=prompt, finished_at=finished_at)
+        # The row first, on disk, whatever the limiter does next.
+        await prepared.in_flight.finish(record)
         if prepared.reservation is not None:
             await prepared.reservation.commit(prompt + tally.completion_tokens)
-        self._platform.record(
-            self._record(prepared, tally, status, prompt_tokens=prompt, finished_at=finished_at)
+
+    def _progress(self, prepared: PreparedChat, tally: _Tally) -> UsageRecord:
+        """What a request has used so far: its row should the process die now."""
+        return self._record(
+            prepared,
+            tally,
+            "cancelled",
+            prompt_tokens=tally.prompt_tokens(prepared),
+            finished_at=datetime.now(UTC),
         )
 
     @staticmethod
