@@ -97,10 +97,20 @@ async def test_cost_from_contract_prices(platform: Platform):
     who = await principal(platform, prices={"big": Price(input=2.0, output=6.0)})
     await platform.record(row("chatcmpl-1", who, model="big", prompt=1_000_000, completion=500_000))
     await platform.record(
-        row("chatcmpl-2", who, model="big", prompt=0, completion=0, status="rate_limited", finish=None)
+        row(
+            "chatcmpl-2",
+            who,
+            model="big",
+            prompt=0,
+            completion=0,
+            status="rate_limited",
+            finish=None,
+        )
     )
     await platform.record(row("chatcmpl-3", who, model="free", prompt=100, completion=100))
-    await platform.record(row("chatcmpl-4", who, model="big", prompt=7, completion=3, status="cancelled"))
+    await platform.record(
+        row("chatcmpl-4", who, model="big", prompt=7, completion=3, status="cancelled")
+    )
     report = {r["model"]: r for r in await platform.usage("acme", by="model")}
     assert report["big"]["cost"] == 2.0 + 3.0 + (7 * 2.0 + 3 * 6.0) / 1e6
     assert report["big"]["requests"] == 3 and report["free"]["cost"] == 0
@@ -152,6 +162,7 @@ async def test_database_outage_keeps_rows_in_the_journal_and_replays(tmp_path, p
         await platform.record(row("chatcmpl-150", who))
         await platform.record(row("chatcmpl-3", who))  # a duplicate of a row from before
         await eventually(lambda: _equals(rows_in(platform), (151, 1510, 755)))
+
         # Replayed segments are deleted: what remains is the one being written.
         async def one_segment() -> bool:
             return len(segments(settings)) == 1

@@ -14,7 +14,7 @@ import logging
 
 import pytest
 
-from modelhub.errors import DatabaseUnavailableError, RateLimiterUnavailableError, RateLimitError
+from modelhub.errors import DatabaseUnavailableError, RateLimitError, RateLimiterUnavailableError
 from modelhub.platform import Limits, Platform
 from tests.platform.conftest import FakeClock, make_settings
 from tests.platform.test_ledger import principal, row, rows_in

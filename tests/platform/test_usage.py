@@ -174,7 +174,10 @@ def test_cli(tmp_path, monkeypatch, capsys):
     assert secret not in json.dumps(keys) and secret[12:] not in json.dumps(keys)
     assert "revoked" in run("keys", "revoke", secret[:12])
 
-    assert run("usage", "--contract", "acme", "--format", "csv").splitlines()[1] == "0,0,0,0,0,0,0,0,0,0,0.0"
+    assert (
+        run("usage", "--contract", "acme", "--format", "csv").splitlines()[1]
+        == "0,0,0,0,0,0,0,0,0,0,0.0"
+    )
     assert json.loads(run("usage", "--contract", "acme", "--by", "day", "--format", "json")) == []
 
     args = parser.parse_args(["keys", "create", "--contract", "nobody"])

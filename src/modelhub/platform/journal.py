@@ -118,7 +118,9 @@ class Journal:
         self._open[request_id] = line
         self._append(line, None)
 
-    def append_final(self, row: dict, request_id: str | None = None) -> tuple[Segment, asyncio.Future]:
+    def append_final(
+        self, row: dict, request_id: str | None = None
+    ) -> tuple[Segment, asyncio.Future]:
         """Append a final row: its segment, and a future done once it is on disk (or that
         failed with the ``OSError`` the disk gave)."""
         if request_id is not None:

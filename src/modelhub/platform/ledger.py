@@ -291,7 +291,9 @@ class Ledger:
             await self.journal.sync()  # a segment just closed may still have writes queued
         while self._backlog:
             replay = self._backlog[0]
-            rows = [_from_json(row) for row in read_rows(replay.paths, finals_only=replay.finals_only)]
+            rows = [
+                _from_json(row) for row in read_rows(replay.paths, finals_only=replay.finals_only)
+            ]
             try:
                 for start in range(0, len(rows), self._batch_size):
                     await self._insert(rows[start : start + self._batch_size])

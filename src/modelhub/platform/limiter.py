@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from modelhub.errors import RateLimiterUnavailableError, RateLimitError
+from modelhub.errors import RateLimitError, RateLimiterUnavailableError
 from modelhub.platform.auth import Principal
 from modelhub.platform.ratelimit import (
     Bucket,

@@ -29,8 +29,8 @@ from modelhub.engines.base import (
 from modelhub.errors import (
     ContextLengthExceededError,
     EngineOverloadedError,
-    RateLimiterUnavailableError,
     RateLimitError,
+    RateLimiterUnavailableError,
 )
 from modelhub.formats.base import (
     ContentDelta,
@@ -448,7 +448,9 @@ class ChatService:
                 decoding = (finished_at - first).total_seconds()
                 per_token = decoding / (tally.completion_tokens - 1)
                 self._metrics.time_per_output_token.labels(model).observe(per_token)
-        record = self._record(prepared, tally, status, prompt_tokens=prompt, finished_at=finished_at)
+        record = self._record(
+            prepared, tally, status, prompt_tokens=prompt, finished_at=finished_at
+        )
         # The row first, on disk, whatever the limiter does next.
         await prepared.in_flight.finish(record)
         if prepared.reservation is not None:
