@@ -110,6 +110,11 @@ class Settings(BaseSettings):
         description="the ledger journal moves to a new file past this size; old files are "
         "deleted once their rows are in the database",
     )
+    journal_fsync: bool = Field(
+        default=True,
+        description="fdatasync each group of final rows before the responses end (off: "
+        "rows survive a process crash, not a power loss; saves the sync's latency)",
+    )
     # Outages (README: "Outages")
     auth_stale_ttl_s: float = Field(
         default=300.0,

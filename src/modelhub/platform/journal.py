@@ -3,9 +3,13 @@
 Every admitted request is appended as an *open* line (``begin``), rewritten as it streams
 (``checkpoint``, at most once per interval) and closed by its *final* line (``finish``,
 ``record``). Lines are JSON, one per line, appended to the process's current *segment*
-``<owner>-<seq>.jsonl``. A single writer thread does the ``write`` + ``fdatasync`` for
-everything appended since its last sync (group commit), and only then wakes those who wait
-for a final line, so a row is on disk before the response it bills ends.
+``<owner>-<seq>.jsonl`` by a writer thread, which wakes for every append and writes all
+lines appended since it last did in one ``write`` (a kill -9 cannot lose a line once
+written); an open line that finds the writer idle is written at once instead (a small
+``write`` into the page cache, cheaper than waking a thread). When final lines are among them it also calls ``fdatasync`` once for all of
+them (group commit), and only then wakes their waiters, so a row is on disk before the
+response it bills ends. Open lines need no sync of their own: they become durable with the
+next one. With ``fsync`` off, rows survive a process crash but not a power loss.
 
 Each process (the *owner*) holds an ``flock`` on ``<owner>.lock`` for as long as it runs:
 segments whose owner lock can be taken belong to a process that died, and are replayed
@@ -50,9 +54,13 @@ class Segment:
 
 @dataclass
 class _Batch:
+    """Final lines for one segment's file, and who waits for them to be on disk."""
+
+    fd: int
     data: list[bytes] = field(default_factory=list)
     waiters: list[asyncio.Future] = field(default_factory=list)
-    rotate_to: int | None = None  # a file descriptor to switch to after this batch
+    finals: bool = False  # final lines among data: sync before waking the waiters
+    last: bool = False  # the journal moved on: sync and close the file after this batch
 
 
 class Journal:
@@ -61,10 +69,12 @@ class Journal:
         directory: Path,
         *,
         segment_bytes: int,
+        fsync: bool = True,
         on_rotate: Callable[[Segment], None] = lambda segment: None,
     ):
         self.directory = directory
         self._segment_bytes = segment_bytes
+        self._fsync = fsync
         self._on_rotate = on_rotate
         self.owner = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         self._lock_fd: int | None = None
@@ -74,8 +84,9 @@ class Journal:
         self._open: dict[str, bytes] = {}  # request id -> its last open line
         self._cond = threading.Condition()
         # Shared with the writer thread, under _cond: batches in order, the last one filling.
-        self._batches = [_Batch()]
+        self._batches: list[_Batch] = []
         self._closing = False
+        self._busy = False  # the writer thread is writing (under _cond)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -86,14 +97,14 @@ class Journal:
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         self._loop = asyncio.get_running_loop()
         self.current, fd = self._new_segment()
-        self._thread = threading.Thread(
-            target=self._write_loop, args=(fd,), name="ledger-journal", daemon=True
-        )
+        self._batches = [_Batch(fd)]
+        self._thread = threading.Thread(target=self._write_loop, name="ledger-journal", daemon=True)
         self._thread.start()
 
     async def close(self) -> None:
-        """Write what is pending and stop the writer thread."""
+        """Write what is pending, close the file and stop the writer thread."""
         with self._cond:
+            self._batches[-1].last = True
             self._closing = True
             self._cond.notify()
         if self._thread is not None:
@@ -114,54 +125,65 @@ class Journal:
 
     # Appending ---------------------------------------------------------------------------
     def write_open(self, request_id: str, row: dict) -> None:
+        """An open row, written soon; nobody waits for it."""
         line = _line({**row, _OPEN: True, "finished_at": _utcnow()})
         self._open[request_id] = line
-        self._append(line, None)
+        self._append(line)
 
     def append_final(
         self, row: dict, request_id: str | None = None
     ) -> tuple[Segment, asyncio.Future]:
-        """Append a final row: its segment, and a future done once it is on disk (or that
+        """Queue a final row: its segment, and a future done once it is on disk (or that
         failed with the ``OSError`` the disk gave)."""
         if request_id is not None:
             self._open.pop(request_id, None)
         waiter = self._loop.create_future()
-        return self._append(_line(row), waiter), waiter
+        self._append(_line(row), waiter)
+        return self.current, waiter
 
     async def sync(self) -> None:
-        """Return once everything appended so far is on disk."""
+        """Return once every final row appended so far is written."""
         waiter = self._loop.create_future()
         with self._cond:
             self._batches[-1].waiters.append(waiter)
             self._cond.notify()
         await waiter
 
-    def _append(self, line: bytes, waiter: asyncio.Future | None) -> Segment:
-        if self._size and self._size + len(line) > self._segment_bytes:
-            self.rotate()
-        self._size += len(line)
-        with self._cond:
-            batch = self._batches[-1]
-            batch.data.append(line)
-            if waiter is not None:
-                batch.waiters.append(waiter)
-            self._cond.notify()
-        return self.current
-
     def rotate(self) -> Segment:
         """Move to a new segment, carrying over the requests still open; returns the one
         just closed."""
         closed = self.current
         self.current, fd = self._new_segment()
-        carried = list(self._open.values())
         with self._cond:
-            self._batches[-1].rotate_to = fd
-            self._batches.append(_Batch(data=carried))
+            self._batches[-1].last = True
+            self._batches.append(_Batch(fd))
             self._cond.notify()
-        self._size = sum(map(len, carried))
+        self._size = 0
+        for line in self._open.values():
+            self._append(line)
         closed.closed = True
         self._on_rotate(closed)
         return closed
+
+    def _append(self, line: bytes, waiter: asyncio.Future | None = None) -> None:
+        """Queue a line for the writer thread; with a waiter, it is a final line."""
+        if self._size and self._size + len(line) > self._segment_bytes:
+            self.rotate()
+        self._size += len(line)
+        with self._cond:
+            batch = self._batches[-1]
+            if waiter is None and not self._busy and not batch.data and not batch.last:
+                # Nothing queued ahead of it, and no sync holds the file: write it here.
+                try:
+                    _write_all(batch.fd, line)
+                    return
+                except OSError as error:
+                    log.warning("ledger journal: write failed, handed to the writer: %s", error)
+            batch.data.append(line)
+            if waiter is not None:
+                batch.waiters.append(waiter)
+                batch.finals = True
+            self._cond.notify()
 
     def _new_segment(self) -> tuple[Segment, int]:
         self._seq += 1
@@ -170,37 +192,47 @@ class Journal:
         return Segment(path), fd
 
     # The writer thread ---------------------------------------------------------------------
-    def _write_loop(self, fd: int) -> None:
+    def _write_loop(self) -> None:
         while True:
             with self._cond:
                 while not self._pending() and not self._closing:
                     self._cond.wait()
                 if not self._pending():
-                    break  # closing, and everything is written
-                batches, self._batches = self._batches, [_Batch()]
+                    return  # closing, and everything is written
+                batches = self._batches
+                self._batches = [] if batches[-1].last else [_Batch(batches[-1].fd)]
+                self._busy = True
             for batch in batches:
-                fd = self._write(fd, batch)
-        os.close(fd)
+                self._write(batch)
+            with self._cond:
+                self._busy = False
 
     def _pending(self) -> bool:
-        return len(self._batches) > 1 or bool(self._batches[0].data or self._batches[0].waiters)
+        return bool(self._batches) and (
+            len(self._batches) > 1
+            or self._batches[0].last
+            or bool(self._batches[0].data or self._batches[0].waiters)
+        )
 
-    def _write(self, fd: int, batch: _Batch) -> int:
+    def _write(self, batch: _Batch) -> None:
         error: OSError | None = None
-        if batch.data:
-            try:
-                data = memoryview(b"".join(batch.data))
-                while data:
-                    data = data[os.write(fd, data) :]
-                os.fdatasync(fd)
-            except OSError as exc:
-                error = exc
+        try:
+            if batch.data:
+                _write_all(batch.fd, b"".join(batch.data))
+            if self._fsync and (batch.finals or batch.last):
+                os.fdatasync(batch.fd)
+        except OSError as exc:
+            error = exc
         if batch.waiters:
             self._loop.call_soon_threadsafe(_wake, batch.waiters, error)
-        if batch.rotate_to is None:
-            return fd
-        os.close(fd)
-        return batch.rotate_to
+        if batch.last:
+            os.close(batch.fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _wake(waiters: list[asyncio.Future], error: OSError | None) -> None:

@@ -141,12 +141,15 @@ class Ledger:
         interval: float,
         checkpoint_interval: float,
         segment_bytes: int,
+        fsync: bool = True,
     ):
         self._engine = engine
         self._batch_size = batch_size
         self._interval = interval
         self.checkpoint_interval = checkpoint_interval
-        self.journal = Journal(directory, segment_bytes=segment_bytes, on_rotate=self._rotated)
+        self.journal = Journal(
+            directory, segment_bytes=segment_bytes, fsync=fsync, on_rotate=self._rotated
+        )
         # Final rows on disk, waiting for the database; None: the disk refused it.
         self._pending: list[tuple[Segment | None, dict]] = []
         self._backlog: list[_Replay] = []

@@ -69,6 +69,7 @@ class Platform:
             interval=settings.ledger_flush_interval_s,
             checkpoint_interval=settings.journal_checkpoint_interval_s,
             segment_bytes=settings.journal_segment_bytes,
+            fsync=settings.journal_fsync,
         )
 
     @classmethod
