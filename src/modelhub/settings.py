@@ -102,7 +102,7 @@ class Settings(BaseSettings):
         default=1.0,
         gt=0,
         description="a streaming request's delivered tokens are journaled at most this often; "
-        "a crash bills a stream at least what it had delivered this long before",
+        "a crash bills a stream at least what it had delivered 1.25 times this long before",
     )
     journal_segment_bytes: int = Field(
         default=16 * 1024 * 1024,
