@@ -23,7 +23,9 @@ the app's exception handlers (``modelhub.api.app``) are the one place that turns
     ├── UpstreamError                  502
     ├── ServiceUnavailableError        503                            (Retry-After)
     │   ├── ModelUnavailableError      503 code=model_not_configured
-    │   └── EngineOverloadedError      503 code=engine_overloaded
+    │   ├── EngineOverloadedError      503 code=engine_overloaded
+    │   ├── DatabaseUnavailableError   503 code=database_unavailable
+    │   └── RateLimiterUnavailableError 503 code=rate_limiter_unavailable
     └── UpstreamTimeoutError           504
 
 Programmer errors (bugs) are ordinary Python exceptions and become a generic 500 whose
@@ -36,6 +38,7 @@ __all__ = [
     "AuthenticationError",
     "ClientClosedRequestError",
     "ContextLengthExceededError",
+    "DatabaseUnavailableError",
     "EndpointNotSupportedError",
     "EngineOverloadedError",
     "InvalidImageError",
@@ -50,6 +53,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RateLimiterUnavailableError",
     "ServiceUnavailableError",
     "UnsupportedParameterError",
     "UpstreamError",
@@ -189,3 +193,15 @@ class UpstreamTimeoutError(ModelhubError):
     status_code = 504
     error_type = "timeout_error"
     default_code = "upstream_timeout"
+
+
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """The contracts database is unreachable and the answer is not in the key cache."""
+
+    default_code = "database_unavailable"
+
+
+class RateLimiterUnavailableError(ServiceUnavailableError):
+    """The rate-limit store (Redis) is unreachable and the policy is to refuse."""
+
+    default_code = "rate_limiter_unavailable"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -148,14 +149,45 @@ class Settings(BaseSettings):
     default_contract_limits: ContractLimits = Field(
         default_factory=lambda: ContractLimits(rps=5, burst=10, rpm=300, tpm=1_000_000)
     )
-    ledger_flush_interval_s: float = 0.5
+    ledger_flush_interval_s: float = Field(
+        default=0.5, gt=0, description="how often journaled rows are written to the database"
+    )
+    ledger_batch_size: int = Field(default=256, ge=1)
     journal_checkpoint_interval_s: float = Field(
         default=1.0,
         gt=0,
-        description="a generating request's journal entry is checkpointed this often; a crash "
-        "bills what the last checkpoint saw",
+        description="a streaming request's delivered tokens are journaled at most this often; "
+        "a crash bills a stream at least what it had delivered 1.25 times this long before",
     )
-    ledger_batch_size: int = 256
+    journal_segment_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=4096,
+        description="the ledger journal moves to a new file past this size; old files are "
+        "deleted once their rows are in the database",
+    )
+    journal_fsync: bool = Field(
+        default=True,
+        description="fdatasync each group of final rows before the responses end (off: "
+        "rows survive a process crash, not a power loss; saves the sync's latency)",
+    )
+    # Outages (README: "Outages")
+    auth_stale_ttl_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="while the database is unreachable, keys looked up within this many "
+        "seconds keep working; unknown keys get 503",
+    )
+    redis_timeout_s: float = Field(
+        default=2.0, gt=0, description="connect and reply timeout of the rate-limit store"
+    )
+    ratelimit_redis_fallback: Literal["refuse", "local"] = Field(
+        default="refuse",
+        description="while Redis is unreachable: refuse limited contracts' requests (503), "
+        "or limit them per process at the contract's limits divided by gateway_count",
+    )
+    gateway_count: int = Field(
+        default=1, ge=1, description="gateways sharing the limits (for the local fallback)"
+    )
 
     # Images
     max_images_per_request: int = 8

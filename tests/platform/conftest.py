@@ -8,6 +8,7 @@ from redis import Redis
 
 from modelhub.platform import Platform
 from modelhub.settings import Settings
+from tests.platform.servers import RedisServer
 
 _databases = itertools.count()
 
@@ -38,6 +39,14 @@ def redis_url(redis_server) -> str:
     with Redis.from_url(redis_server.url) as client:
         client.flushdb()
     return redis_server.url
+
+
+@pytest.fixture
+def own_redis():
+    """A Redis of the test's own, for tests that kill it."""
+    server = RedisServer()
+    yield server
+    server.destroy()
 
 
 @pytest.fixture

@@ -123,17 +123,23 @@ class PostgresCluster:
 
 
 class RedisServer:
+    """``redis-server`` on its own port; ``kill`` and ``start`` again on the same port."""
+
     def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
             pytest.fail(
                 "redis-server not found: install Debian's 'redis-server' package (make system-deps)"
             )
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="modelhub-redis-"))
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
         self.process = subprocess.Popen(
             [
-                binary,
+                self.binary,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -158,13 +164,19 @@ class RedisServer:
                     raise RuntimeError("redis-server did not start") from None
                 time.sleep(0.05)
 
+    def kill(self) -> None:
+        """SIGKILL: clients see their connections drop, as in a crash."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def destroy(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -70,8 +71,8 @@ async def test_rows_land_in_batches_off_the_request_path(tmp_path, database_url)
     )
     try:
         who = await principal(platform)
-        for i in range(300):
-            platform.record(row(f"chatcmpl-{i}", who))  # returns at once
+        # Concurrent requests share the journal's fsyncs (group commit).
+        await asyncio.gather(*(platform.record(row(f"chatcmpl-{i}", who)) for i in range(300)))
         await eventually(lambda: _equals(rows_in(platform), (300, 3000, 1500)))
     finally:
         await platform.close()
@@ -83,23 +84,33 @@ async def _equals(awaitable, expected) -> bool:
 
 async def test_duplicate_request_id_never_double_counts(platform: Platform):
     who = await principal(platform)
-    platform.record(row("chatcmpl-a", who))
-    platform.record(row("chatcmpl-a", who))
+    await platform.record(row("chatcmpl-a", who))
+    await platform.record(row("chatcmpl-a", who))
     await platform.flush()
-    platform.record(row("chatcmpl-a", who, prompt=999))  # a retried write, later
-    platform.record(row("chatcmpl-b", who))
+    await platform.record(row("chatcmpl-a", who, prompt=999))  # a retried write, later
+    await platform.record(row("chatcmpl-b", who))
     await platform.flush()
     assert await rows_in(platform) == (2, 20, 10)
 
 
 async def test_cost_from_contract_prices(platform: Platform):
     who = await principal(platform, prices={"big": Price(input=2.0, output=6.0)})
-    platform.record(row("chatcmpl-1", who, model="big", prompt=1_000_000, completion=500_000))
-    platform.record(
-        row("chatcmpl-2", who, model="big", prompt=0, completion=0, status="rejected", finish=None)
+    await platform.record(row("chatcmpl-1", who, model="big", prompt=1_000_000, completion=500_000))
+    await platform.record(
+        row(
+            "chatcmpl-2",
+            who,
+            model="big",
+            prompt=0,
+            completion=0,
+            status="rate_limited",
+            finish=None,
+        )
     )
-    platform.record(row("chatcmpl-3", who, model="free", prompt=100, completion=100))
-    platform.record(row("chatcmpl-4", who, model="big", prompt=7, completion=3, status="cancelled"))
+    await platform.record(row("chatcmpl-3", who, model="free", prompt=100, completion=100))
+    await platform.record(
+        row("chatcmpl-4", who, model="big", prompt=7, completion=3, status="cancelled")
+    )
     report = {r["model"]: r for r in await platform.usage("acme", by="model")}
     assert report["big"]["cost"] == 2.0 + 3.0 + (7 * 2.0 + 3 * 6.0) / 1e6
     assert report["big"]["requests"] == 3 and report["free"]["cost"] == 0
@@ -110,7 +121,7 @@ async def test_close_flushes(tmp_path, database_url):
     platform = await Platform.open(settings)
     who = await principal(platform)
     for i in range(10):
-        platform.record(row(f"chatcmpl-{i}", who))
+        await platform.record(row(f"chatcmpl-{i}", who))
     await platform.close()
     platform = await Platform.open(settings)
     try:
@@ -119,55 +130,64 @@ async def test_close_flushes(tmp_path, database_url):
         await platform.close()
 
 
-async def test_database_outage_spools_and_replays(tmp_path, postgres):
-    settings = make_settings(tmp_path, database_url=postgres.create_database("outage"))
-    spool = settings.data_dir / "ledger-spool"
+def segments(settings) -> list[Path]:
+    return sorted((settings.data_dir / "ledger-journal").glob("*.jsonl"))
+
+
+def journaled(settings) -> int:
+    return sum(len(p.read_bytes().splitlines()) for p in segments(settings))
+
+
+async def test_database_outage_keeps_rows_in_the_journal_and_replays(tmp_path, postgres):
+    settings = make_settings(
+        tmp_path, database_url=postgres.create_database("outage"), journal_segment_bytes=8192
+    )
     platform = await Platform.open(settings)
     try:
         who = await principal(platform, limits=Limits(rpm=1000))
         for i in range(50):
-            platform.record(row(f"chatcmpl-{i}", who))
+            await platform.record(row(f"chatcmpl-{i}", who))
         await platform.flush()
         postgres.stop()
         try:
-            # Requests keep ending while the database is gone: the flush task spools them.
+            # Requests keep ending while the database is gone: their rows wait on disk.
             for i in range(50, 150):
-                platform.record(row(f"chatcmpl-{i}", who))
+                await platform.record(row(f"chatcmpl-{i}", who))
                 if i % 10 == 0:
                     await asyncio.sleep(0.06)
             await platform.flush()
-            assert list(spool.glob("*.jsonl")), "rows should be in the spool"
-            assert sum(len(p.read_text().splitlines()) for p in spool.glob("*.jsonl")) == 100
+            assert journaled(settings) >= 100
         finally:
             postgres.start()
-        platform.record(row("chatcmpl-150", who))
-        platform.record(row("chatcmpl-3", who))  # a duplicate of a row written before the outage
+        await platform.record(row("chatcmpl-150", who))
+        await platform.record(row("chatcmpl-3", who))  # a duplicate of a row from before
         await eventually(lambda: _equals(rows_in(platform), (151, 1510, 755)))
-        assert not list(spool.glob("*.jsonl"))
+
+        # Replayed segments are deleted: what remains is the one being written.
+        async def one_segment() -> bool:
+            return len(segments(settings)) == 1
+
+        await eventually(one_segment)
     finally:
         await platform.close()
+    assert segments(settings) == []  # a clean close leaves nothing to replay
 
 
-async def test_spool_left_at_shutdown_replays_on_next_start(tmp_path, postgres):
+async def test_journal_left_at_shutdown_replays_on_next_start(tmp_path, postgres):
     settings = make_settings(tmp_path, database_url=postgres.create_database("shutdown"))
     platform = await Platform.open(settings)
     who = await principal(platform)
     postgres.stop()
     try:
         for i in range(20):
-            platform.record(row(f"chatcmpl-{i}", who))
-        await platform.close()  # the database is down: close() spools, losing nothing
+            await platform.record(row(f"chatcmpl-{i}", who))
+        await platform.close()  # the database is down: the rows stay in the journal
     finally:
         postgres.start()
-    assert (
-        sum(
-            len(p.read_text().splitlines())
-            for p in (settings.data_dir / "ledger-spool").glob("*.jsonl")
-        )
-        == 20
-    )
+    assert journaled(settings) == 20
     platform = await Platform.open(settings)
     try:
-        await eventually(lambda: _equals(rows_in(platform), (20, 200, 100)))
+        assert await rows_in(platform) == (20, 200, 100)  # replayed before open returns
     finally:
         await platform.close()
+    assert segments(settings) == []

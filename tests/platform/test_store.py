@@ -23,12 +23,15 @@ async def test_contract_crud(platform: Platform):
     store = platform.store
     created = await store.create_contract(
         "acme",
-        limits=Limits(rps=5, burst=10, rpm=100, tpm=50_000),
+        limits=Limits(rps=5, burst=10, rpm=100, tpm=50_000, max_running=4),
         model_limits={"big": Limits(rpm=5)},
         models=["small", "big"],
         prices={"big": Price(input=0.1, output=0.3)},
     )
     assert (created.status, created.limits.rpm, created.models) == ("active", 100, ("small", "big"))
+    assert (await store.get_contract("acme")).limits.max_running == 4
+    with pytest.raises(InvalidRequestError):
+        Limits(max_running=0)
     assert created.model_limits["big"] == Limits(rpm=5)
     assert created.prices["big"] == Price(0.1, 0.3)
     with pytest.raises(InvalidRequestError):

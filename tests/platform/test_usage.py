@@ -1,4 +1,4 @@
-"""Usage reports (totals by model, key, day) and the operator's CLI."""
+"""Usage reports (totals by model, key, day, hour, status) and the operator's CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from modelhub.platform import Platform, Price, UsageQuery, render_usage
+from modelhub.platform import STATUSES, Platform, Price, UsageQuery, render_usage
 from modelhub.platform.admin import add_commands
 from tests.platform.test_ledger import T0, principal, row
 
@@ -20,21 +20,26 @@ async def test_totals_by_model_key_and_day(platform: Platform):
     _, second_key = await platform.store.create_key("acme")
     second = type(first)(**{**first.__dict__, "key_id": second_key.id})
     other = await principal(platform, "other")
-    platform.record(row("r1", first, model="big", prompt=100, completion=10))
-    platform.record(
+    await platform.record(row("r1", first, model="big", prompt=100, completion=10))
+    await platform.record(
         row("r2", first, model="small", prompt=20, completion=2, at=T0 + timedelta(days=1))
     )
-    platform.record(
+    await platform.record(
         row("r3", second, model="big", prompt=300, completion=30, at=T0 + timedelta(days=1))
     )
-    platform.record(
-        row("r4", second, model="big", prompt=0, completion=0, status="rejected", finish=None)
+    await platform.record(
+        row("r4", second, model="big", prompt=0, completion=0, status="rate_limited", finish=None)
     )
-    platform.record(row("r5", other, model="big", prompt=5000, completion=5000))
+    await platform.record(row("r5", other, model="big", prompt=5000, completion=5000))
 
     (total,) = await platform.usage("acme")
     assert total == {
         "requests": 4,
+        "requests_ok": 3,
+        "requests_cancelled": 0,
+        "requests_error": 0,
+        "requests_rate_limited": 1,
+        "requests_refused": 0,
         "prompt_tokens": 420,
         "image_tokens": 0,
         "completion_tokens": 42,
@@ -54,6 +59,11 @@ async def test_totals_by_model_key_and_day(platform: Platform):
     }
     by_day = await platform.usage("acme", by="day")
     assert [(r["day"], r["requests"]) for r in by_day] == [("2026-11-25", 2), ("2026-11-26", 2)]
+    by_hour = await platform.usage("acme", by="hour")
+    assert [(r["hour"], r["requests"]) for r in by_hour] == [
+        ("2026-11-25 10:00", 2),
+        ("2026-11-26 10:00", 2),
+    ]
 
     since = await platform.usage("acme", since=T0 + timedelta(hours=1))
     assert since[0]["requests"] == 2
@@ -62,11 +72,40 @@ async def test_totals_by_model_key_and_day(platform: Platform):
     assert await platform.usage("acme", since=T0 + timedelta(days=5), by="day") == []
 
 
+async def test_by_status_splits_requests_tokens_and_cost(platform: Platform):
+    who = await principal(platform, prices={"big": Price(1.0, 2.0)})
+    await platform.record(row("ok", who, model="big", prompt=100, completion=10))
+    await platform.record(row("cut", who, model="big", prompt=50, completion=3, status="cancelled"))
+    await platform.record(row("err", who, model="big", prompt=40, completion=0, status="error"))
+    for status in ("rate_limited", "refused"):
+        await platform.record(
+            row(status, who, model="big", prompt=0, completion=0, status=status, finish=None)
+        )
+    report = {r["status"]: r for r in await platform.usage("acme", by="status")}
+    assert {s: (r["requests"], r["total_tokens"], r["cost"]) for s, r in report.items()} == {
+        "cancelled": (1, 53, (50 + 6) / 1e6),
+        "error": (1, 40, 40 / 1e6),
+        "ok": (1, 110, (100 + 20) / 1e6),
+        "rate_limited": (1, 0, 0.0),
+        "refused": (1, 0, 0.0),
+    }
+    # Each status group counts only its own kind; the plain total splits them the same way.
+    assert all(r[f"requests_{s}"] == 1 for s, r in report.items())
+    (total,) = await platform.usage("acme")
+    assert total["requests"] == 5
+    assert [total[f"requests_{s}"] for s in STATUSES] == [1, 1, 1, 1, 1]
+
+
 def test_render_formats():
     report = [
         {
             "model": "big",
             "requests": 2,
+            "requests_ok": 1,
+            "requests_cancelled": 1,
+            "requests_error": 0,
+            "requests_rate_limited": 0,
+            "requests_refused": 0,
             "prompt_tokens": 3,
             "image_tokens": 0,
             "completion_tokens": 4,
@@ -81,13 +120,18 @@ def test_render_formats():
     assert table[0].split() == [
         "model",
         "requests",
+        "requests_ok",
+        "requests_cancelled",
+        "requests_error",
+        "requests_rate_limited",
+        "requests_refused",
         "prompt_tokens",
         "image_tokens",
         "completion_tokens",
         "total_tokens",
         "cost",
     ]
-    assert table[1].split() == ["big", "2", "3", "0", "4", "7", "0.500000"]
+    assert table[1].split() == ["big", "2", "1", "1", "0", "0", "0", "3", "0", "4", "7", "0.500000"]
     assert render_usage([], "csv", None).startswith("requests,")
 
 
@@ -130,7 +174,10 @@ def test_cli(tmp_path, monkeypatch, capsys):
     assert secret not in json.dumps(keys) and secret[12:] not in json.dumps(keys)
     assert "revoked" in run("keys", "revoke", secret[:12])
 
-    assert run("usage", "--contract", "acme", "--format", "csv").splitlines()[1] == "0,0,0,0,0,0.0"
+    assert (
+        run("usage", "--contract", "acme", "--format", "csv").splitlines()[1]
+        == "0,0,0,0,0,0,0,0,0,0,0.0"
+    )
     assert json.loads(run("usage", "--contract", "acme", "--by", "day", "--format", "json")) == []
 
     args = parser.parse_args(["keys", "create", "--contract", "nobody"])

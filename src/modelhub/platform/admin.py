@@ -12,11 +12,12 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 
 from modelhub.errors import ModelhubError
 from modelhub.platform.contracts import Contract, ContractStore, Limits, Price
 from modelhub.platform.service import open_store
-from modelhub.platform.usage import render_usage, usage_report
+from modelhub.platform.usage import GroupBy, render_usage, usage_report
 from modelhub.settings import Settings
 
 __all__ = ["add_commands"]
@@ -61,7 +62,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     usage.add_argument("--contract", required=True)
     usage.add_argument("--since", type=_when, help="ISO date or time, UTC unless it says")
     usage.add_argument("--until", type=_when)
-    usage.add_argument("--by", choices=("model", "key", "day"))
+    usage.add_argument("--by", choices=get_args(GroupBy))
     usage.add_argument("--format", choices=("table", "csv", "json"), default="table")
     usage.set_defaults(func=_run(_usage))
 

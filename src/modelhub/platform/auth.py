@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
-from modelhub.errors import AuthenticationError, PermissionDeniedError
+from modelhub.errors import AuthenticationError, DatabaseUnavailableError, PermissionDeniedError
 from modelhub.platform import keys
 from modelhub.platform.contracts import ApiKey, Contract, ContractStore, Limits, Price
+from modelhub.platform.db import DB_UNREACHABLE
 
 __all__ = ["ANONYMOUS", "Authenticator", "Principal"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Seconds a client waits before retrying: about what a database restart or failover takes.
+_RETRY_AFTER = "5"
 
 # last_used_at is for people reading key lists: a write per request is not worth it.
 _TOUCH_EVERY = timedelta(minutes=1)
@@ -52,29 +60,61 @@ class _KeyCache:
     """Recent key lookups, for ``ttl`` seconds: a database round trip per request was half
     of the gateway's CPU (bench/README.md). Revocation, expiry and suspension therefore take
     effect within ``ttl`` seconds. Entries are keyed by the key's hash, never the key, and
-    unknown keys are not cached (a flood of random keys cannot grow it)."""
+    unknown keys are not cached (a flood of random keys cannot grow it).
+
+    While the database is unreachable, an entry up to ``stale_ttl`` seconds old still
+    answers; any other key gets a 503 with Retry-After. A failed lookup is retried once
+    first: a pooled connection that died with a database restart fails on first use."""
 
     _MAX_ENTRIES = 10_000
 
-    def __init__(self, ttl: float, clock: Callable[[], float]):
+    def __init__(self, ttl: float, stale_ttl: float, clock: Callable[[], float]):
         self._ttl = ttl
+        self._stale_ttl = stale_ttl
         self._clock = clock
         self._entries: dict[str, tuple[float, tuple[ApiKey, Contract]]] = {}
+        self._down = False  # to warn once per outage
 
     async def find(self, store: ContractStore, secret: str) -> tuple[ApiKey, Contract] | None:
-        if self._ttl <= 0:
-            return await store.find_key(secret)
         digest = keys.hash_key(secret)
         now = self._clock()
         hit = self._entries.get(digest)
         if hit is not None and now - hit[0] < self._ttl:
             return hit[1]
-        found = await store.find_key(secret)
+        try:
+            found = await _retry_once(lambda: store.find_key(secret))
+        except DB_UNREACHABLE as error:
+            return self._stale(hit, now, error)
+        if self._down:
+            log.warning("auth: the database answers again")
+            self._down = False
         if found is not None:
             if len(self._entries) >= self._MAX_ENTRIES:
                 self._entries.clear()
             self._entries[digest] = (now, found)
         return found
+
+    def _stale(
+        self, hit: tuple[float, tuple[ApiKey, Contract]] | None, now: float, error: Exception
+    ) -> tuple[ApiKey, Contract]:
+        if not self._down:
+            log.warning(
+                "auth: database unreachable (%s); cached keys work for %gs", error, self._stale_ttl
+            )
+            self._down = True
+        if hit is not None and now - hit[0] < self._stale_ttl:
+            return hit[1]
+        raise DatabaseUnavailableError(
+            "API keys cannot be checked right now; please retry shortly.",
+            headers={"Retry-After": _RETRY_AFTER},
+        ) from error
+
+
+async def _retry_once(lookup: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await lookup()
+    except DB_UNREACHABLE:
+        return await lookup()
 
 
 class Authenticator:
@@ -85,11 +125,12 @@ class Authenticator:
         enabled: bool,
         clock: Callable[[], float],
         cache_ttl_s: float = 0.0,
+        stale_ttl_s: float = 0.0,
     ):
         self._store = store
         self._enabled = enabled
         self._clock = clock
-        self._cache = _KeyCache(cache_ttl_s, clock)
+        self._cache = _KeyCache(cache_ttl_s, stale_ttl_s, clock)
 
     async def authenticate(self, authorization: str | None, model: str | None) -> Principal:
         """``model`` (None: no model involved) is checked against the allow-list."""
@@ -116,7 +157,10 @@ class Authenticator:
                 code="model_not_allowed",
             )
         if key.last_used_at is None or now - key.last_used_at >= _TOUCH_EVERY:
-            await self._store.touch_key(key.id, now)
+            try:
+                await self._store.touch_key(key.id, now)
+            except DB_UNREACHABLE:
+                pass  # a display field: not worth failing a request the cache admitted
         return Principal.of(contract, key.id)
 
 

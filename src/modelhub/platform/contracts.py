@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
@@ -32,7 +32,8 @@ _UNSET = object()
 @dataclass(frozen=True)
 class Limits:
     """Rate limits; ``None`` is no limit. ``burst`` is how many requests may arrive at
-    once under ``rps`` (default: ``rps`` rounded up)."""
+    once under ``rps`` (default: ``rps`` rounded up). ``max_running`` caps the contract's
+    sequences running at once on an engine (None: the engine's default)."""
 
     rps: float | None = None
     burst: int | None = None
@@ -52,6 +53,17 @@ class Limits:
         if self.rps is None:
             return None
         return self.burst or max(1, math.ceil(self.rps))
+
+    def divided(self, gateways: int) -> Limits:
+        """This gateway's share when ``gateways`` enforce the limits apart (rounded up, so a
+        small limit still lets requests through)."""
+        if gateways == 1:
+            return self
+        share = {"rps": self.rps / gateways if self.rps is not None else None}
+        for name in ("burst", "rpm", "tpm"):
+            value = getattr(self, name)
+            share[name] = None if value is None else math.ceil(value / gateways)
+        return replace(self, **share)
 
     def to_json(self) -> dict:
         return {name: value for name, value in asdict(self).items() if value is not None}

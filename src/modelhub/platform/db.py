@@ -9,11 +9,17 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import modelhub.migrations
 
-__all__ = ["from_db", "migrate", "open_engine", "to_db", "utcnow"]
+__all__ = ["DB_UNREACHABLE", "from_db", "migrate", "open_engine", "to_db", "utcnow"]
+
+# What a query raises when the database is down, restarting or out of reach (drivers'
+# errors arrive wrapped in DBAPIError, connection failures sometimes as plain OSError).
+DB_UNREACHABLE = (DBAPIError, PoolTimeoutError, OSError, TimeoutError)
 
 MIGRATIONS = Path(modelhub.migrations.__file__).parent
 # Any fixed number: PostgreSQL's advisory lock that serialises gateways migrating at once.

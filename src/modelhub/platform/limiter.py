@@ -1,21 +1,37 @@
-"""Contract-wide rate limits: which buckets a request takes from, and its reservation."""
+"""Contract-wide rate limits: which buckets a request takes from, and its reservation.
+
+When the backend's store (Redis) is unreachable, ``fallback`` decides: ``refuse`` answers
+limited contracts 503 with Retry-After; ``local`` limits them in this process at the
+contract's limits divided by the number of gateways. Reconciling a reservation is
+best-effort: it never fails the request, and never keeps its row out of the ledger.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal
 
-from modelhub.errors import RateLimitError
+from modelhub.errors import RateLimitError, RateLimiterUnavailableError
 from modelhub.platform.auth import Principal
 from modelhub.platform.ratelimit import (
     Bucket,
     LimiterBackend,
+    LimiterUnavailable,
     buckets_for,
     oversized,
     rate_limit_headers,
 )
+from modelhub.platform.ratelimit_memory import MemoryLimiter
 
-__all__ = ["RateLimiter", "Reservation"]
+__all__ = ["Fallback", "RateLimiter", "Reservation"]
+
+log = logging.getLogger(__name__)
+
+Fallback = Literal["refuse", "local"]
+# Seconds a refused client waits: about how long a Redis restart or failover takes.
+_RETRY_AFTER = "5"
 
 _NAMES = {"rps": "requests per second", "rpm": "requests per minute", "tpm": "tokens per minute"}
 
@@ -39,13 +55,18 @@ class Reservation:
         self._settled = False
 
     async def commit(self, used_tokens: int) -> None:
-        """Reconcile the reserved tokens to ``used_tokens`` (prompt + completion)."""
+        """Reconcile the reserved tokens to ``used_tokens`` (prompt + completion). Never
+        raises: an unreachable store only leaves the bucket as reserved (logged)."""
         if self._settled:
             return
         self._settled = True
         refund = self._tokens - used_tokens
-        if self._backend is not None and self._token_buckets and refund:
+        if self._backend is None or not self._token_buckets or not refund:
+            return
+        try:
             await self._backend.adjust(self._token_buckets, refund, self._clock())
+        except Exception as error:  # noqa: BLE001 - billing goes on whatever the limiter does
+            log.warning("rate limiter: could not reconcile %d tokens: %s", refund, error)
 
     async def release(self) -> None:
         """Nothing was processed: give every token back; the request itself still counts."""
@@ -53,9 +74,20 @@ class Reservation:
 
 
 class RateLimiter:
-    def __init__(self, backend: LimiterBackend, clock: Callable[[], float]):
+    def __init__(
+        self,
+        backend: LimiterBackend,
+        clock: Callable[[], float],
+        *,
+        fallback: Fallback = "refuse",
+        gateway_count: int = 1,
+    ):
         self.backend = backend
         self._clock = clock
+        self._fallback = fallback
+        self._gateways = gateway_count
+        self._local = MemoryLimiter()
+        self._down = False  # to warn once per outage
 
     async def reserve(self, principal: Principal, model: str, tokens: int) -> Reservation:
         """Take one request and ``tokens`` from every bucket of the contract (and of the
@@ -73,7 +105,17 @@ class RateLimiter:
                 f"{_NAMES['tpm']}. Reduce the prompt or max_tokens.",
                 headers=rate_limit_headers(buckets, [now] * len(buckets), now),
             )
-        decision = await self.backend.acquire(buckets, tokens, now)
+        backend = self.backend
+        try:
+            decision = await backend.acquire(buckets, tokens, now)
+        except LimiterUnavailable as error:
+            backend, buckets = self._local, self._buckets(principal, model, self._gateways)
+            self._outage(error)
+            decision = await backend.acquire(buckets, tokens, now)
+        else:
+            if self._down:
+                log.warning("rate limiter: its store answers again")
+                self._down = False
         headers = rate_limit_headers(buckets, decision.tats, now)
         if not decision.allowed:
             blocking = decision.blocking
@@ -90,14 +132,33 @@ class RateLimiter:
                 },
             )
         token_buckets = [b for b in buckets if b.kind == "tokens"]
-        return Reservation(self.backend, token_buckets, tokens, headers, self._clock)
+        return Reservation(backend, token_buckets, tokens, headers, self._clock)
+
+    def _outage(self, error: LimiterUnavailable) -> None:
+        """Log the outage once; with the ``refuse`` policy, turn the request away."""
+        if not self._down:
+            log.warning(
+                "rate limiter: store unreachable (%s); %s",
+                error,
+                "refusing limited contracts"
+                if self._fallback == "refuse"
+                else f"limiting per process at 1/{self._gateways} of each limit",
+            )
+            self._down = True
+        if self._fallback == "refuse":
+            raise RateLimiterUnavailableError(
+                "Rate limits cannot be checked right now; please retry shortly.",
+                headers={"Retry-After": _RETRY_AFTER},
+            ) from error
 
     @staticmethod
-    def _buckets(principal: Principal, model: str) -> list[Bucket]:
+    def _buckets(principal: Principal, model: str, gateways: int = 1) -> list[Bucket]:
+        """The request's buckets; with ``gateways`` > 1, this process's share of them."""
         if principal.contract_id is None:
             return []
         scope = f"c{principal.contract_id}"
-        buckets = buckets_for(scope, principal.limits)
+        buckets = buckets_for(scope, principal.limits.divided(gateways))
         if model in principal.model_limits:
-            buckets += buckets_for(f"{scope}:m:{model}", principal.model_limits[model])
+            limits = principal.model_limits[model].divided(gateways)
+            buckets += buckets_for(f"{scope}:m:{model}", limits)
         return buckets

@@ -28,6 +28,7 @@ __all__ = [
     "Bucket",
     "Decision",
     "LimiterBackend",
+    "LimiterUnavailable",
     "buckets_for",
     "decide",
     "format_reset",
@@ -135,8 +136,13 @@ def format_reset(seconds: float) -> str:
     return f"{minutes}m{text}" if minutes else text
 
 
+class LimiterUnavailable(Exception):
+    """The backend's store cannot be reached (a backend raises it instead of its driver's
+    errors, so the limiter's outage policy does not depend on which store it is)."""
+
+
 class LimiterBackend(Protocol):
-    """Where TATs live, updated atomically."""
+    """Where TATs live, updated atomically. Raises ``LimiterUnavailable`` when unreachable."""
 
     async def acquire(self, buckets: Sequence[Bucket], tokens: int, now: float) -> Decision:
         """``decide`` on the stored TATs and store the result, as one atomic step."""

@@ -11,8 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from modelhub.platform.ratelimit import EPSILON, Bucket, Decision, decide
+from modelhub.platform.ratelimit import EPSILON, Bucket, Decision, LimiterUnavailable, decide
 
 __all__ = ["RedisLimiter"]
 
@@ -58,6 +62,9 @@ return out
 """
 
 
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
 class RedisLimiter:
     def __init__(self, client: Redis, prefix: str = "modelhub:rl"):
         self._client = client
@@ -66,8 +73,16 @@ class RedisLimiter:
         self._adjust = client.register_script(_ADJUST)
 
     @classmethod
-    async def connect(cls, url: str) -> RedisLimiter:
-        client = Redis.from_url(url)
+    async def connect(cls, url: str, timeout: float = 2.0) -> RedisLimiter:
+        client = Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # Once, at once: a pooled connection that died with a Redis restart fails on
+            # first use, and a fresh one then succeeds; a Redis that is down fails twice.
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
         await client.ping()  # fail at start, not on the first request
         return cls(client)
 
@@ -83,7 +98,10 @@ class RedisLimiter:
                 repr(bucket.interval),
                 repr(bucket.period),
             ]
-        allowed, *tats = await self._acquire(keys=[self._key(b) for b in buckets], args=args)
+        try:
+            allowed, *tats = await self._acquire(keys=[self._key(b) for b in buckets], args=args)
+        except _UNREACHABLE as error:
+            raise LimiterUnavailable(str(error)) from error
         decision = decide(buckets, tokens, [float(t) for t in tats], now)
         # The script and decide() do the same arithmetic; this holds unless they drift apart.
         assert decision.allowed == bool(allowed), "Lua and Python rate-limit rules disagree"
@@ -91,7 +109,10 @@ class RedisLimiter:
 
     async def adjust(self, buckets: Sequence[Bucket], refund: int, now: float) -> tuple[float, ...]:
         args = [repr(now), *(repr(refund * b.interval) for b in buckets)]
-        tats = await self._adjust(keys=[self._key(b) for b in buckets], args=args)
+        try:
+            tats = await self._adjust(keys=[self._key(b) for b in buckets], args=args)
+        except _UNREACHABLE as error:
+            raise LimiterUnavailable(str(error)) from error
         return tuple(float(t) for t in tats)
 
     async def close(self) -> None:

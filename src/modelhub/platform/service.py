@@ -9,16 +9,15 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelhub.errors import InvalidRequestError
+from modelhub.errors import DatabaseUnavailableError, InvalidRequestError
 from modelhub.platform.auth import Authenticator, Principal
 from modelhub.platform.contracts import ContractStore, Limits
-from modelhub.platform.db import migrate, open_engine
-from modelhub.platform.ledger import Ledger, UsageRecord
+from modelhub.platform.db import DB_UNREACHABLE, migrate, open_engine
+from modelhub.platform.ledger import InFlight, Ledger, UsageRecord
 from modelhub.platform.limiter import RateLimiter, Reservation
 from modelhub.platform.ratelimit import LimiterBackend
 from modelhub.platform.ratelimit_memory import MemoryLimiter
 from modelhub.platform.ratelimit_redis import RedisLimiter
-from modelhub.platform.spool import Spool
 from modelhub.platform.usage import GroupBy, usage_report
 from modelhub.settings import Settings
 
@@ -38,17 +37,6 @@ async def open_store(settings: Settings) -> tuple[AsyncEngine, ContractStore]:
     return engine, ContractStore(engine)
 
 
-class InFlight:
-    def __init__(self, ledger: Ledger):
-        self._ledger = ledger
-
-    def checkpoint(self, row: UsageRecord) -> None:
-        pass
-
-    async def finish(self, row: UsageRecord) -> None:
-        self._ledger.add(row.to_row())
-
-
 class Platform:
     def __init__(
         self,
@@ -62,14 +50,26 @@ class Platform:
         self.store = store
         self._engine = engine
         self._auth = Authenticator(
-            store, enabled=settings.auth, clock=clock, cache_ttl_s=settings.auth_cache_ttl_s
+            store,
+            enabled=settings.auth,
+            clock=clock,
+            cache_ttl_s=settings.auth_cache_ttl_s,
+            stale_ttl_s=settings.auth_stale_ttl_s,
         )
-        self._limiter = RateLimiter(limiter, clock)
+        self._limiter = RateLimiter(
+            limiter,
+            clock,
+            fallback=settings.ratelimit_redis_fallback,
+            gateway_count=settings.gateway_count,
+        )
         self._ledger = Ledger(
             engine,
-            Spool(settings.data_dir / "ledger-spool"),
+            settings.data_dir / "ledger-journal",
             batch_size=settings.ledger_batch_size,
             interval=settings.ledger_flush_interval_s,
+            checkpoint_interval=settings.journal_checkpoint_interval_s,
+            segment_bytes=settings.journal_segment_bytes,
+            fsync=settings.journal_fsync,
         )
 
     @classmethod
@@ -78,7 +78,7 @@ class Platform:
         engine, store = await open_store(settings)
         try:
             limiter = (
-                await RedisLimiter.connect(settings.redis_url)
+                await RedisLimiter.connect(settings.redis_url, settings.redis_timeout_s)
                 if settings.redis_url
                 else MemoryLimiter()
             )
@@ -86,11 +86,16 @@ class Platform:
             await engine.dispose()
             raise
         platform = cls(settings, engine, store, limiter, clock)
-        platform._ledger.start()
+        try:
+            await platform._ledger.start()
+        except BaseException:
+            await platform.close()
+            raise
         return platform
 
     async def close(self) -> None:
-        """Flush the ledger (to the spool if the database is down), then let go of everything."""
+        """Flush the ledger (what the database cannot take stays in the journal), then let go
+        of everything."""
         try:
             await self._ledger.close()
         finally:
@@ -103,13 +108,15 @@ class Platform:
     async def reserve(self, principal: Principal, model: str, tokens: int) -> Reservation:
         return await self._limiter.reserve(principal, model, tokens)
 
-    def begin(self, row: UsageRecord) -> InFlight:
-        """An admitted request (journal placeholder until the durable journal lands)."""
-        return InFlight(self._ledger)
+    def begin(self, record: UsageRecord) -> InFlight:
+        """Journal an admitted request; should the process die, it is billed what its last
+        checkpoint says, as ``cancelled``."""
+        return self._ledger.begin(record)
 
-    async def record(self, row: UsageRecord) -> None:
-        """Queue the request's ledger row; it is written off the request path."""
-        self._ledger.add(row.to_row())
+    async def record(self, record: UsageRecord) -> None:
+        """The final row of a request that never ran (rate_limited, refused); on disk when
+        this returns."""
+        await self._ledger.record(record)
 
     async def flush(self) -> None:
         """Write queued ledger rows now."""
@@ -124,12 +131,18 @@ class Platform:
     ) -> list[dict]:
         """A contract's usage (by name, or the caller's own: with auth off, the anonymous
         requests), including requests that ended a moment ago."""
-        if isinstance(contract, str):
-            contract_id = (await self.store.get_contract(contract)).id
-        else:
-            contract_id = contract.contract_id
         await self._ledger.flush()
-        return await usage_report(self._engine, contract_id, since, until, by)
+        try:
+            if isinstance(contract, str):
+                contract_id = (await self.store.get_contract(contract)).id
+            else:
+                contract_id = contract.contract_id
+            return await usage_report(self._engine, contract_id, since, until, by)
+        except DB_UNREACHABLE as error:
+            raise DatabaseUnavailableError(
+                "Usage cannot be read right now; please retry shortly.",
+                headers={"Retry-After": "5"},
+            ) from error
 
     async def bootstrap(self) -> str | None:
         """On an empty database (and with auth on), create contract ``default`` and a key;

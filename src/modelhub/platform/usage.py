@@ -1,4 +1,11 @@
-"""Usage reports from the ledger: totals for a contract, optionally by model, key or day."""
+"""Usage reports from the ledger: totals for a contract, optionally by model, key, day, hour
+or status.
+
+Every report row counts all of the group's requests *and* splits them by status
+(``requests_ok``, ``requests_cancelled``, ...), so a total never hides how many requests
+were rate limited or refused. Tokens and cost are what was billed: rate-limited and refused
+requests bill nothing, cancelled ones what they processed.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +16,22 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelhub.platform.db import to_db
+from modelhub.platform.ledger import STATUSES
 from modelhub.platform.tables import api_keys, usage
 
 __all__ = ["COLUMNS", "GroupBy", "UsageFormat", "UsageQuery", "render_usage", "usage_report"]
 
-GroupBy = Literal["model", "key", "day"]
+GroupBy = Literal["model", "key", "day", "hour", "status"]
 UsageFormat = Literal["table", "csv", "json"]
 
 # The numbers of every report row, after its group column (if any).
 COLUMNS = (
     "requests",
+    *(f"requests_{status}" for status in STATUSES),
     "prompt_tokens",
     "image_tokens",
     "completion_tokens",
@@ -58,9 +67,15 @@ async def usage_report(
         # Keys show their display prefix, never anything more.
         "key": func.coalesce(api_keys.c.prefix, "-"),
         "day": func.date(usage.c.received_at),  # UTC days; date() is in both SQLite and PostgreSQL
+        "hour": _hour(engine.dialect.name),
+        "status": usage.c.status,
     }[by]
     query = select(
         func.count().label("requests"),
+        *(
+            func.coalesce(func.sum(case((usage.c.status == status, 1), else_=0)), 0).label(status)
+            for status in STATUSES
+        ),
         func.coalesce(func.sum(usage.c.prompt_tokens), 0).label("prompt_tokens"),
         func.coalesce(func.sum(usage.c.image_tokens), 0).label("image_tokens"),
         func.coalesce(func.sum(usage.c.completion_tokens), 0).label("completion_tokens"),
@@ -83,6 +98,7 @@ async def usage_report(
         entry = {by: str(row["group"])} if by is not None else {}
         entry.update(
             requests=row["requests"],
+            **{f"requests_{status}": int(row[status]) for status in STATUSES},
             prompt_tokens=int(row["prompt_tokens"]),
             image_tokens=int(row["image_tokens"]),
             completion_tokens=int(row["completion_tokens"]),
@@ -91,6 +107,13 @@ async def usage_report(
         )
         report.append(entry)
     return report
+
+
+def _hour(dialect: str):
+    """UTC hours as ``2026-11-25 14:00``, the same text from either database."""
+    if dialect == "postgresql":
+        return func.to_char(func.date_trunc("hour", usage.c.received_at), "YYYY-MM-DD HH24:00")
+    return func.strftime("%Y-%m-%d %H:00", usage.c.received_at)
 
 
 def render_usage(report: list[dict], fmt: UsageFormat, by: GroupBy | None = None) -> str:

@@ -11,9 +11,9 @@ limiter outage never costs a row.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 from modelhub.metrics import Metrics
@@ -91,18 +91,16 @@ def usage_record(
 
 
 class RequestAccount:
-    def __init__(
-        self, prepared: PreparedChat, platform: Platform, metrics: Metrics, interval_s: float
-    ):
+    def __init__(self, prepared: PreparedChat, platform: Platform, metrics: Metrics):
         self._prepared = prepared
         self._platform = platform
         self._metrics = metrics
-        self._interval_s = interval_s
         self.tally = Tally(prompt_tokens=prepared.prompt.prompt_tokens)
         self._closed = False
         # A crash from here on bills what the last checkpoint saw, as a cancelled request.
-        self._in_flight = platform.begin(self._record("cancelled"))
-        self._checkpointed = time.monotonic()
+        # The journal calls this only when a checkpoint is due: not a record per token.
+        self._progress = partial(self._record, "cancelled")
+        self._in_flight = platform.begin(self._progress())
 
     def _record(self, status: str) -> UsageRecord:
         prepared = self._prepared
@@ -118,10 +116,7 @@ class RequestAccount:
 
     def see(self, index: int, event: ChoiceEvent) -> None:
         if self.tally.see(index, event):
-            now = time.monotonic()
-            if now - self._checkpointed >= self._interval_s:
-                self._checkpointed = now
-                self._in_flight.checkpoint(self._record("cancelled"))
+            self._in_flight.checkpoint(self._progress)
 
     async def close(self, status: str) -> None:
         """Settle once: metrics, the durable ledger row, then the reservation."""
@@ -154,24 +149,24 @@ class RequestAccount:
 
 
 class Accounting:
-    def __init__(self, platform: Platform, metrics: Metrics, checkpoint_interval_s: float):
+    def __init__(self, platform: Platform, metrics: Metrics):
         self._platform = platform
         self._metrics = metrics
-        self._interval_s = checkpoint_interval_s
 
     def open(self, prepared: PreparedChat) -> RequestAccount:
-        return RequestAccount(prepared, self._platform, self._metrics, self._interval_s)
+        return RequestAccount(prepared, self._platform, self._metrics)
 
-    async def rate_limited(
-        self, request_id: str, principal: Principal, model: str, received_at: datetime
+    async def turned_away(
+        self, request_id: str, principal: Principal, model: str, received_at: datetime, status: str
     ) -> None:
-        """On record, at no cost: nothing was processed."""
+        """On record, at no cost: nothing was processed (``rate_limited``, or ``refused``
+        when the limiter itself could not answer)."""
         await self._platform.record(
             usage_record(
                 request_id=request_id,
                 principal=principal,
                 model=model,
                 received_at=received_at,
-                status="rate_limited",
+                status=status,
             )
         )

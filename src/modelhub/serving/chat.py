@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 import anyio
 
-from modelhub.errors import EngineOverloadedError, RateLimitError
+from modelhub.errors import EngineOverloadedError, RateLimitError, RateLimiterUnavailableError
 from modelhub.metrics import Metrics
 from modelhub.platform import Platform, Principal, Reservation
 from modelhub.schemas.chat import (
@@ -67,7 +67,7 @@ class ChatService:
     ):
         self._prompts = PromptStage(deployment, settings)
         self._platform = platform
-        self._accounting = Accounting(platform, metrics, settings.journal_checkpoint_interval_s)
+        self._accounting = Accounting(platform, metrics)
         self.settings = settings
 
     # 1. Prepare ---------------------------------------------------------------------------
@@ -114,9 +114,10 @@ class ChatService:
             return await self._platform.reserve(
                 principal, request.model, estimate + per_choice * request.n
             )
-        except RateLimitError:
-            await self._accounting.rate_limited(
-                completion_id, principal, request.model, received_at
+        except (RateLimitError, RateLimiterUnavailableError) as exc:
+            status = "rate_limited" if isinstance(exc, RateLimitError) else "refused"
+            await self._accounting.turned_away(
+                completion_id, principal, request.model, received_at, status
             )
             raise
 
