@@ -54,7 +54,7 @@ def test_images_side_by_side_are_placed_apart(fmt):
 def test_a_named_tool_that_is_not_offered_is_a_400():
     from modelhub.catalog import Catalog, load_cards
     from modelhub.serving.validation import validate_for_model
-    from modelhub.settings import default_catalog_dir
+    from modelhub.settings import Settings, default_catalog_dir
 
     card = Catalog(load_cards(default_catalog_dir())).get(MISTRAL)
     request = ChatCompletionRequest(
@@ -64,7 +64,7 @@ def test_a_named_tool_that_is_not_offered_is_a_400():
         tool_choice={"type": "function", "function": {"name": "get_time"}},
     )
     with pytest.raises(InvalidRequestError) as info:
-        validate_for_model(request, card)
+        validate_for_model(request, card, Settings())
     assert info.value.param == "tool_choice"
     assert "get_time" in info.value.message
 
