@@ -13,6 +13,7 @@ from modelhub.api.deps import Hub
 from modelhub.api.errors import install_error_handlers
 from modelhub.api.routes import chat, models, ops, tokenize, unsupported, usage
 from modelhub.catalog import Catalog, Clock, load_cards
+from modelhub.console import console_app
 from modelhub.metrics import Metrics
 from modelhub.platform import Platform
 from modelhub.serving.chat import ChatService
@@ -61,4 +62,5 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     for module in (chat, models, tokenize, usage, unsupported, ops):
         app.include_router(module.router)
+    app.mount("/console", console_app(), name="console")
     return app
