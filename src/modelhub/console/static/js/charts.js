@@ -1,16 +1,28 @@
 // Time-series charts (uPlot, vendored: see ../vendor/README.md), one line per group.
 
 const PALETTE = ["#2563eb", "#db2777", "#16a34a", "#ea580c", "#7c3aed", "#0891b2", "#ca8a04", "#64748b"];
+const HEIGHT = 220;
 
-// `times` in Unix seconds; `series` maps a label to one value per time.
-export function lineChart(container, { title, times, series, format = (v) => v }) {
+// Axis labels: 1.2k, 3.4M; small fractions (costs) to two significant digits.
+export function compact(value) {
+  const abs = Math.abs(value);
+  if (abs >= 1e6) return `${+(value / 1e6).toFixed(1)}M`;
+  if (abs >= 1e3) return `${+(value / 1e3).toFixed(1)}k`;
+  if (abs > 0 && abs < 1) return `${+value.toPrecision(2)}`;
+  return `${+value.toFixed(2)}`;
+}
+
+// `times` in Unix seconds; `series` maps a label to one value per time. The chart takes its
+// container's width and follows it. Returns the function that removes it.
+export function lineChart(container, { title, times, series, format = compact }) {
   const labels = Object.keys(series);
+  const width = () => Math.max(container.clientWidth - 16, 240);
   const opts = {
     title,
-    width: Math.max(container.clientWidth, 320),
-    height: 220,
+    width: width(),
+    height: HEIGHT,
     scales: { x: { time: true } },
-    axes: [{}, { values: (_, ticks) => ticks.map(format), size: 70 }],
+    axes: [{}, { values: (_, ticks) => ticks.map(compact), size: 56 }],
     series: [
       {},
       ...labels.map((label, i) => ({
@@ -23,12 +35,11 @@ export function lineChart(container, { title, times, series, format = (v) => v }
       })),
     ],
   };
-  const data = [times, ...labels.map((label) => series[label])];
-  const chart = new uPlot(opts, data, container); // eslint-disable-line no-undef
-  const resize = () => chart.setSize({ width: Math.max(container.clientWidth, 320), height: 220 });
-  window.addEventListener("resize", resize);
+  const chart = new uPlot(opts, [times, ...labels.map((label) => series[label])], container); // eslint-disable-line no-undef
+  const observer = new ResizeObserver(() => chart.setSize({ width: width(), height: HEIGHT }));
+  observer.observe(container);
   return () => {
-    window.removeEventListener("resize", resize);
+    observer.disconnect();
     chart.destroy();
   };
 }

@@ -14,7 +14,7 @@ const BREAKDOWNS = ["model", "key", "status"];
 const METRICS = {
   tokens: { label: "Tokens", of: (row) => row.prompt_tokens + row.completion_tokens, format: formatNumber },
   requests: { label: "Requests", of: (row) => row.requests, format: formatNumber },
-  cost: { label: "Cost", of: (row) => row.cost, format: (v) => formatCost(v) },
+  cost: { label: "Cost", of: (row) => row.cost, format: formatCost },
 };
 const BUCKET_MS = { hour: 3600e3, day: 86400e3 };
 
@@ -102,16 +102,16 @@ export async function render(root) {
     destroy = [];
     charts.replaceChildren();
     const rows = totals(result.groups, by);
-    const all = rows.reduce((acc, r) => acc + r.requests, 0);
-    charts.dataset.requests = all;
+    charts.dataset.requests = rows.reduce((acc, r) => acc + r.requests, 0);
     charts.dataset.tokens = rows.reduce((acc, r) => acc + r.prompt_tokens + r.completion_tokens, 0);
-    for (const [name, metric] of Object.entries(METRICS)) {
-      const box = h("div", { class: "chart card", dataset: { metric: name } });
-      charts.append(box);
+    const boxes = Object.keys(METRICS).map((name) => h("div", { class: "chart card", dataset: { metric: name } }));
+    charts.append(...boxes); // all in place first: each chart takes its box's final width
+    Object.values(METRICS).forEach((metric, i) => {
       const series = Object.fromEntries([...result.groups].map(([g, values]) => [g, values.map((r) => (r ? metric.of(r) : 0))]));
       if (!Object.keys(series).length) series["no requests"] = result.times.map(() => 0);
-      destroy.push(lineChart(box, { title: `${metric.label} per ${range.bucket}, by ${by}`, times: result.times, series, format: metric.format }));
-    }
+      const title = `${metric.label} per ${range.bucket}, by ${by}`;
+      destroy.push(lineChart(boxes[i], { title, times: result.times, series, format: metric.format }));
+    });
     summary.replaceChildren(
       table(
         [
