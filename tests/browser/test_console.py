@@ -182,8 +182,11 @@ def test_the_usage_chart_changes_after_a_request(page, hub, tmp_path):
     r = httpx.post(
         hub.server.base_url + "/v1/chat/completions",
         headers={"Authorization": f"Bearer {hub.tenant_key}"},
-        json={"model": DEMO_MODEL, "messages": [{"role": "user", "content": QUESTION}],
-              "max_tokens": 4},
+        json={
+            "model": DEMO_MODEL,
+            "messages": [{"role": "user", "content": QUESTION}],
+            "max_tokens": 4,
+        },
         timeout=60,
     )
     assert r.status_code == 200, r.text

@@ -1,4 +1,5 @@
 // Status (admin): queue, running sequences, KV-cache use, TTFT and TPOT, polled live.
+// TTFT and TPOT are medians since the hub started (GET /admin/v1/status).
 
 import { getJSON } from "./api.js";
 import { lineChart } from "./charts.js";
@@ -35,17 +36,19 @@ export async function render(root) {
     figures.replaceChildren(
       figure("Queued", formatNumber(sum("queued")), "status-queued"),
       figure("Running sequences", formatNumber(sum("running")), "status-running"),
-      figure("Models ready", `${rows.filter((r) => r.ready).length} / ${rows.length}`, "status-ready"),
+      figure("Slots in use", `${formatNumber(sum("running"))} / ${formatNumber(sum("slots"))}`, "status-slots"),
+      figure("Requests since start", formatNumber(sum("requests")), "status-requests"),
     );
     models.replaceChildren(
       table(
         [
           { label: "Model", cell: (r) => h("code", {}, r.model) },
           { label: "Queued", cell: (r) => formatNumber(r.queued) },
-          { label: "Running", cell: (r) => formatNumber(r.running) },
-          { label: "KV cache", cell: (r) => percent(r.kv_usage) },
+          { label: "Running", cell: (r) => `${formatNumber(r.running)} / ${formatNumber(r.slots)}` },
+          { label: "KV cache", cell: (r) => percent(r.kv_cache_usage) },
           { label: "TTFT p50", cell: (r) => ms(r.ttft_p50_s) },
           { label: "TPOT p50", cell: (r) => ms(r.tpot_p50_s) },
+          { label: "Requests", cell: (r) => formatNumber(r.requests) },
         ],
         rows,
       ),
