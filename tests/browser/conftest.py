@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from modelhub.settings import default_catalog_dir
 from tests.api.test_mistral_e2e import _make_tiny as make_tiny
+from tests.api.test_platform_http import cli
 from tests.conftest import DEMO_MODEL, MISTRAL, make_settings
 from tests.servers import RunningServer, start_server
 
@@ -41,8 +42,10 @@ def deprecated_demo_catalog(directory: Path) -> Path:
     return directory
 
 
-def create_admin_token(settings) -> str:  # TODO(admin merge)
-    return "mha-missing"
+def create_admin_token(data_dir: Path) -> str:
+    """An admin token, made as an operator makes one: ``modelhub admin-tokens create``."""
+    out = cli(data_dir, "admin-tokens", "create", "console-tests")
+    return next(word for word in out.split() if word.startswith("mha-"))
 
 
 class Hub:
@@ -73,7 +76,7 @@ def hub(tmp_path_factory) -> Iterator[Hub]:
     first_keys: list[str] = []
     server = start_server(settings, on_first_key=first_keys.append)
     try:
-        yield Hub(server, first_keys[0], create_admin_token(settings))
+        yield Hub(server, first_keys[0], create_admin_token(settings.data_dir))
     finally:
         server.stop()
 

@@ -210,3 +210,59 @@ def test_a_deprecated_model_shows_its_badges(page, hub, tmp_path):
     page.screenshot(path=tmp_path / "models.png", full_page=True)
     page.click("a[data-page=playground]")
     expect(page.locator(f'#model option[value="{DEMO_MODEL}"]')).to_contain_text("(deprecated)")
+
+
+def test_suspend_resume_and_revoke_from_the_console(page, hub, tmp_path):
+    sign_in(page, hub.admin_token)
+    page.click("a[data-page=contracts]")
+    page.click("#create-contract summary")
+    page.fill("#contract-name", "short-lived")
+    page.click("#create-contract button[type=submit]")
+    contract = page.locator("article[data-contract=short-lived]")
+    contract.locator("input[name=key-name]").fill("temporary")
+    contract.get_by_role("button", name="Create key").click()
+    key = page.locator("#new-key").inner_text()
+
+    contract.get_by_role("button", name="Suspend").click()
+    expect(contract.locator("header .badge")).to_have_text("suspended")
+    assert _chat_status(hub, key) == 403
+    contract.get_by_role("button", name="Resume").click()
+    expect(contract.locator("header .badge")).to_have_text("active")
+    assert _chat_status(hub, key) == 200
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    contract.get_by_role("button", name="Revoke").click()
+    expect(contract.locator("tbody .badge")).to_contain_text("revoked")
+    assert _chat_status(hub, key) == 401
+    page.screenshot(path=tmp_path / "contracts.png", full_page=True)
+
+
+def _chat_status(hub, key: str) -> int:
+    return httpx.post(
+        hub.server.base_url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={
+            "model": DEMO_MODEL,
+            "messages": [{"role": "user", "content": QUESTION}],
+            "max_tokens": 1,
+        },
+        timeout=60,
+    ).status_code
+
+
+def test_status_and_backends_are_live_for_an_admin(page, hub, tmp_path):
+    sign_in(page, hub.admin_token)
+    page.click("a[data-page=status]")
+    row = page.locator("#status-models tr", has_text=DEMO_MODEL)
+    expect(row).to_be_visible()
+    before = int(page.locator("#status-requests .value").inner_text().replace(",", ""))
+    assert _chat_status(hub, hub.tenant_key) == 200
+    # The page polls every 2 s: the new request shows up without a reload.
+    expect(page.locator("#status-requests .value")).not_to_have_text(str(before), timeout=10_000)
+    expect(row).to_contain_text("ms")  # TTFT and TPOT medians exist once a request ran
+    page.screenshot(path=tmp_path / "status.png", full_page=True)
+
+    page.click("a[data-page=models]")
+    backends = page.locator("#backends tr", has_text=DEMO_MODEL)
+    expect(backends).to_contain_text("ready")
+    expect(page.locator("#backends tr", has_text="Llama")).to_contain_text("not ready")
