@@ -23,7 +23,8 @@ the app's exception handlers (``modelhub.api.app``) are the one place that turns
     ├── ServiceUnavailableError        503                            (Retry-After)
     │   ├── ModelUnavailableError      503 code=model_not_configured
     │   └── EngineOverloadedError      503 code=engine_overloaded
-    └── UpstreamTimeoutError           504
+    ├── UpstreamTimeoutError           504
+    └── ConfigurationError             (never a response: the hub refuses to start)
 
 Programmer errors (bugs) are ordinary Python exceptions and become a generic 500 whose
 message does not leak internals.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "ConfigurationError",
     "ContextLengthExceededError",
     "EndpointNotSupportedError",
     "EngineOverloadedError",
@@ -179,3 +181,11 @@ class UpstreamTimeoutError(ModelhubError):
     status_code = 504
     error_type = "timeout_error"
     default_code = "upstream_timeout"
+
+
+class ConfigurationError(ModelhubError):
+    """The operator's configuration is wrong; ``problems`` has one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems

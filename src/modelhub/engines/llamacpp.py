@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -83,6 +84,7 @@ class LlamaCppEngine:
         top_k: int = 0,
         mmproj: Path | None = None,
         observer: StepObserver | None = None,
+        queue_observer: Callable[[float], None] | None = None,
     ) -> None:
         self.model_path = model_path
         self.mmproj = mmproj
@@ -94,6 +96,7 @@ class LlamaCppEngine:
         self.threads = threads
         self.top_k = top_k
         self._observer = observer
+        self._queue_observer = queue_observer
         self._model = None
         self._ctx = None
         self._vocab = None
@@ -174,7 +177,8 @@ class LlamaCppEngine:
             queued=len(self._waiting),
             running=len(self._running),
             slots=self.slots,
-            extra={"preemptions": self._preemptions},
+            preemptions=self._preemptions,
+            kv_cache_usage=min(self._kv_used() / self.context, 1.0),
         )
 
     # Event-loop side ---------------------------------------------------------------------
@@ -256,6 +260,8 @@ class LlamaCppEngine:
             self._waiting.popleft()
             seq.seq_id = self._free_ids.pop()
             if seq.sampler is None:
+                if self._queue_observer is not None:
+                    self._queue_observer(time.monotonic() - seq.queued_at)
                 try:
                     seq.sampler = SamplerChain(
                         self._vocab, self._n_vocab, seq.job.params, self.top_k

@@ -11,6 +11,7 @@ import asyncio
 import codecs
 import ctypes
 import itertools
+import time
 from dataclasses import dataclass, field
 
 import llama_cpp
@@ -118,6 +119,7 @@ class Sequence:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     order: int = field(default_factory=lambda: next(_ids))
+    queued_at: float = field(default_factory=time.monotonic)
     cancelled: bool = False
     # Decode-thread state.
     seq_id: int = -1

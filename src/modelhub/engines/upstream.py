@@ -104,9 +104,7 @@ class UpstreamEngine:
     def stats(self) -> EngineStats:
         running = sum(r.outstanding for r in self.pool.replicas)
         healthy = sum(r.healthy for r in self.pool.replicas)
-        return EngineStats(
-            running=running, slots=len(self.pool.replicas), extra={"healthy_replicas": healthy}
-        )
+        return EngineStats(running=running, slots=len(self.pool.replicas), healthy_replicas=healthy)
 
     # Counting ------------------------------------------------------------------------
     async def count_prompt(self, request: ChatCompletionRequest) -> EncodedPrompt:

@@ -10,7 +10,7 @@ from modelhub.errors import AuthenticationError, PermissionDeniedError
 from modelhub.platform import keys
 from modelhub.platform.contracts import ApiKey, Contract, ContractStore, Limits, Price
 
-__all__ = ["ANONYMOUS", "Authenticator", "Principal"]
+__all__ = ["ANONYMOUS", "Authenticator", "Principal", "bearer_token"]
 
 # last_used_at is for people reading key lists: a write per request is not worth it.
 _TOUCH_EVERY = timedelta(minutes=1)
@@ -95,7 +95,7 @@ class Authenticator:
         """``model`` (None: no model involved) is checked against the allow-list."""
         if not self._enabled:
             return ANONYMOUS
-        found = await self._cache.find(self._store, _bearer(authorization))
+        found = await self._cache.find(self._store, bearer_token(authorization))
         if found is None:
             # The key itself stays out of the message: it may be a real key mistyped.
             raise AuthenticationError("Incorrect API key provided.")
@@ -120,7 +120,7 @@ class Authenticator:
         return Principal.of(contract, key.id)
 
 
-def _bearer(authorization: str | None) -> str:
+def bearer_token(authorization: str | None) -> str:
     scheme, _, token = (authorization or "").strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationError(

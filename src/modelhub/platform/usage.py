@@ -1,8 +1,10 @@
-"""Usage reports from the ledger: totals for a contract, optionally by model, key or day."""
+"""Usage reports from the ledger: totals for a contract (or every contract), optionally by
+model, key, status, day or hour."""
 
 from __future__ import annotations
 
 import csv
+import enum
 import io
 import json
 from datetime import datetime
@@ -15,9 +17,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from modelhub.platform.db import to_db
 from modelhub.platform.tables import api_keys, usage
 
-__all__ = ["COLUMNS", "GroupBy", "UsageFormat", "UsageQuery", "render_usage", "usage_report"]
+__all__ = [
+    "COLUMNS",
+    "EVERY_CONTRACT",
+    "GroupBy",
+    "UsageFormat",
+    "UsageQuery",
+    "render_usage",
+    "usage_report",
+]
 
-GroupBy = Literal["model", "key", "day"]
+GroupBy = Literal["model", "key", "status", "day", "hour"]
+
+
+class _Everyone(enum.Enum):
+    EVERY_CONTRACT = "every contract"
+
+
+# usage_report's contract for the admin's view: every row, anonymous ones included.
+EVERY_CONTRACT = _Everyone.EVERY_CONTRACT
 UsageFormat = Literal["table", "csv", "json"]
 
 # The numbers of every report row, after its group column (if any).
@@ -45,19 +63,21 @@ class UsageQuery(BaseModel):
 
 async def usage_report(
     engine: AsyncEngine,
-    contract_id: int | None,
+    contract_id: int | None | _Everyone,
     since: datetime | None = None,
     until: datetime | None = None,
     by: GroupBy | None = None,
 ) -> list[dict]:
     """One dict per group (a single total without ``by``), ordered by group.
-    ``contract_id`` None reports the requests made with auth off."""
+    ``contract_id`` None reports the requests made with auth off; ``EVERY_CONTRACT`` all."""
     group = {
         None: None,
         "model": usage.c.model,
         # Keys show their display prefix, never anything more.
         "key": func.coalesce(api_keys.c.prefix, "-"),
+        "status": usage.c.status,
         "day": func.date(usage.c.received_at),  # UTC days; date() is in both SQLite and PostgreSQL
+        "hour": _hour(engine, usage.c.received_at),
     }[by]
     query = select(
         func.count().label("requests"),
@@ -65,9 +85,11 @@ async def usage_report(
         func.coalesce(func.sum(usage.c.image_tokens), 0).label("image_tokens"),
         func.coalesce(func.sum(usage.c.completion_tokens), 0).label("completion_tokens"),
         func.coalesce(func.sum(usage.c.cost_nanos), 0).label("cost_nanos"),
-    ).where(
-        usage.c.contract_id.is_(None) if contract_id is None else usage.c.contract_id == contract_id
     )
+    if contract_id is None:
+        query = query.where(usage.c.contract_id.is_(None))
+    elif contract_id is not EVERY_CONTRACT:
+        query = query.where(usage.c.contract_id == contract_id)
     if by == "key":
         query = query.outerjoin(api_keys, api_keys.c.id == usage.c.key_id)
     if since is not None:
@@ -91,6 +113,13 @@ async def usage_report(
         )
         report.append(entry)
     return report
+
+
+def _hour(engine: AsyncEngine, column):
+    """The UTC hour a time falls in, as ``YYYY-MM-DDTHH:00:00`` in either database."""
+    if engine.dialect.name == "postgresql":
+        return func.to_char(column, 'YYYY-MM-DD"T"HH24:00:00')
+    return func.strftime("%Y-%m-%dT%H:00:00", column)
 
 
 def render_usage(report: list[dict], fmt: UsageFormat, by: GroupBy | None = None) -> str:

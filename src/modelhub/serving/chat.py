@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from modelhub.access import note_tokens
 from modelhub.engines.base import (
     FinishEvent,
     GenerationJob,
@@ -417,17 +418,23 @@ class ChatService:
         model = prepared.request.model
         prompt = tally.prompt_tokens(prepared)
         finished_at = datetime.now(UTC)
-        self._metrics.prompt_tokens.labels(model).inc(prompt)
-        self._metrics.completion_tokens.labels(model).inc(tally.completion_tokens)
         # The metrics use the ledger's own three timestamps, so the two never disagree.
         first = tally.first_token_at
+        ttft = tpot = None
         if first is not None:
             ttft = (first - prepared.received_at).total_seconds()
-            self._metrics.time_to_first_token.labels(model).observe(max(ttft, 0.0))
             if tally.completion_tokens > 1:
                 decoding = (finished_at - first).total_seconds()
-                per_token = decoding / (tally.completion_tokens - 1)
-                self._metrics.time_per_output_token.labels(model).observe(per_token)
+                tpot = decoding / (tally.completion_tokens - 1)
+        self._metrics.observe_usage(
+            model=model,
+            contract=prepared.principal.contract_name,
+            prompt_tokens=prompt,
+            completion_tokens=tally.completion_tokens,
+            ttft_s=ttft,
+            tpot_s=tpot,
+        )
+        note_tokens(prompt, tally.completion_tokens)
         if prepared.reservation is not None:
             await prepared.reservation.commit(prompt + tally.completion_tokens)
         self._platform.record(

@@ -7,7 +7,6 @@ from fastapi.responses import StreamingResponse
 
 from modelhub.api.deps import authenticate, hub
 from modelhub.api.sse import sse_events
-from modelhub.errors import ModelhubError
 from modelhub.schemas.chat import ChatCompletionRequest
 
 __all__ = ["router"]
@@ -17,28 +16,18 @@ router = APIRouter()
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    # Requests are counted, by status, by the access-log middleware.
     h = hub(request)
-    requests = h.metrics.requests
-    try:
-        principal = await authenticate(request, body.model)
-        prepared = await h.chat.prepare(body, principal)
-        await h.chat.admit(prepared)
-    except ModelhubError as exc:
-        requests.labels(body.model, str(exc.status_code)).inc()
-        raise
+    principal = await authenticate(request, body.model)
+    prepared = await h.chat.prepare(body, principal)
+    await h.chat.admit(prepared)
     if body.stream:
-        requests.labels(body.model, "200").inc()
         return StreamingResponse(
             sse_events(h.chat.stream(prepared)),
             media_type="text/event-stream",
             headers={**prepared.headers, "Cache-Control": "no-cache"},
         )
-    try:
-        completion = await h.chat.complete(prepared)
-    except ModelhubError as exc:
-        requests.labels(body.model, str(exc.status_code)).inc()
-        raise
-    requests.labels(body.model, "200").inc()
+    completion = await h.chat.complete(prepared)
     return Response(
         completion.model_dump_json(), media_type="application/json", headers=prepared.headers
     )

@@ -15,8 +15,13 @@ router = APIRouter()
 
 
 def describe(served: ServedModel, now: datetime) -> dict:
+    """The card, with what the serving backend says in place of the card's published
+    quantization and context (a Q4_K_M GGUF of an fp8 model is served as Q4_K_M)."""
     card = served.card
     body = card.model_dump(mode="json", exclude={"backend", "id"})
+    body["technology"]["context_window"] = served.max_context
+    if served.facts.quantization:
+        body["technology"]["quantization"] = served.facts.quantization
     return {
         "id": card.id,
         "object": "model",
