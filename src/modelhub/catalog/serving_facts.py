@@ -9,12 +9,14 @@ loading weights); an upstream's ``/v1/models`` gives vLLM's ``max_model_len``.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from gguf import GGUFReader, LlamaFileType
+import llama_cpp
+from gguf import LlamaFileType
 
 __all__ = ["ServingFacts", "gguf_facts", "upstream_facts"]
 
@@ -30,26 +32,34 @@ class ServingFacts:
 
 
 def gguf_facts(path: Path) -> ServingFacts:
-    try:
-        reader = GGUFReader(path)
-    except (OSError, ValueError) as exc:
-        log.warning("could not read the GGUF header of %s: %s", path, exc)
+    """Read by llama.cpp's loader, vocabulary only: gguf-py's ``GGUFReader`` parses every
+    metadata array in Python, 55 s for the tiny Mistral's 131k-token vocabulary (measured on
+    two busy cores), where this takes about 2 s."""
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        log.warning("could not read the GGUF header of %s", path)
         return ServingFacts()
-
-    def value(key: str):
-        field = reader.get_field(key)
-        return None if field is None else field.contents()
-
-    file_type = value("general.file_type")
+    try:
+        file_type = _meta(model, "general.file_type")
+        architecture = _meta(model, "general.architecture")
+        context = _meta(model, f"{architecture}.context_length") if architecture else None
+    finally:
+        llama_cpp.llama_model_free(model)
     quantization = None
     if file_type is not None:
         try:
             quantization = LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_")
         except ValueError:
             quantization = f"file type {file_type}"
-    architecture = value("general.architecture")
-    context = value(f"{architecture}.context_length") if architecture else None
     return ServingFacts(quantization, int(context) if context is not None else None)
+
+
+def _meta(model, key: str) -> str | None:
+    buf = ctypes.create_string_buffer(256)
+    n = llama_cpp.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
+    return buf.value.decode() if n >= 0 else None
 
 
 async def upstream_facts(
