@@ -14,6 +14,7 @@ from tests.api.test_mistral_e2e import BOUNDED_WEATHER
 from tests.browser.conftest import DEMO_MODEL, MISTRAL, SUNSET, sign_in
 
 QUESTION = "What is the capital of France?"
+CITIES = "Name three large cities in France."
 
 
 def _png(tmp_path, size=(300, 200), color=(10, 200, 30)):
@@ -47,13 +48,15 @@ def test_a_streamed_reply_arrives_piece_by_piece_with_its_usage(page, hub, tmp_p
     sign_in(page, hub.tenant_key)
     page.select_option("#model", DEMO_MODEL)
     page.fill("#max-tokens", "24")
+    # Greedy, this question's answer is several tokens ("Paris, Lyon, and Bordeaux.").
+    page.fill("#temperature", "0")
     _count_text_updates(page)
-    _send(page, QUESTION)
-    expect(page.locator(".message.user")).to_have_text(QUESTION)
+    _send(page, CITIES)
+    expect(page.locator(".message.user")).to_have_text(CITIES)
     meta = page.locator(".message.assistant .meta.usage")
     expect(meta).to_contain_text("completion", timeout=60_000)
     reply = page.locator(".message.assistant .text").inner_text()
-    assert reply.strip()
+    assert "Paris" in reply, reply
     assert page.evaluate("window.textUpdates") >= 2, "the reply arrived in one piece"
     completion = int(meta.inner_text().split("completion ")[1].split(" ")[0])
     assert 1 <= completion <= 24
@@ -135,6 +138,9 @@ def test_a_tool_call_is_shown_as_a_tool_call(page, hub, tmp_path):
 
 def test_a_key_created_in_the_console_works_in_the_playground(page, hub, tmp_path):
     sign_in(page, hub.admin_token)
+    # An admin token does not chat: the playground asks for a tenant's key.
+    _send(page, QUESTION)
+    expect(page.locator(".message.assistant .error")).to_contain_text("paste an API key")
     page.click("a[data-page=contracts]")
     page.click("#create-contract summary")
     page.fill("#contract-name", "browser-team")
@@ -263,6 +269,11 @@ def test_status_and_backends_are_live_for_an_admin(page, hub, tmp_path):
     page.screenshot(path=tmp_path / "status.png", full_page=True)
 
     page.click("a[data-page=models]")
+    # An admin token reads the catalog too, without any tenant key.
+    expect(page.locator(f'article[data-model="{DEMO_MODEL}"] .lifecycle')).to_contain_text(
+        "deprecated"
+    )
     backends = page.locator("#backends tr", has_text=DEMO_MODEL)
     expect(backends).to_contain_text("ready")
-    expect(page.locator("#backends tr", has_text="Llama")).to_contain_text("not ready")
+    llama = page.locator("#backends tr", has_text="meta-llama/Llama-3.3-70B-Instruct")
+    expect(llama).to_contain_text("not ready")

@@ -7,6 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 
 from modelhub.api.deps import authenticate, hub
+from modelhub.platform.keys import ADMIN_TOKEN_PREFIX
 from modelhub.serving.deployment import ServedModel
 
 __all__ = ["describe", "router"]
@@ -38,9 +39,18 @@ def describe(served: ServedModel, now: datetime) -> dict:
     }
 
 
+async def _authenticate_reader(request: Request) -> None:
+    """A tenant's key, or an admin token: the console's Models page shows admins the catalog."""
+    authorization = request.headers.get("authorization") or ""
+    if authorization.partition(" ")[2].strip().startswith(ADMIN_TOKEN_PREFIX):
+        await hub(request).management.authorize(authorization)
+    else:
+        await authenticate(request)
+
+
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict:
-    await authenticate(request)
+    await _authenticate_reader(request)
     h = hub(request)
     now = h.deployment.catalog.now()
     return {"object": "list", "data": [describe(s, now) for s in h.deployment]}
@@ -48,6 +58,6 @@ async def list_models(request: Request) -> dict:
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> dict:
-    await authenticate(request)
+    await _authenticate_reader(request)
     h = hub(request)
     return describe(h.deployment.get(model_id), h.deployment.catalog.now())

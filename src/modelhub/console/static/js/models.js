@@ -3,10 +3,9 @@
 import { getJSON, session } from "./api.js";
 import { badge, formatNumber, h, showError, table } from "./dom.js";
 
-// The catalog, read with the key the playground uses (an admin token is not a tenant key).
+// The catalog (GET /v1/models takes an API key or an admin token).
 export async function loadCatalog() {
-  const token = session.role === "admin" ? session.playgroundKey || session.token : session.token;
-  return (await getJSON("/v1/models", { token })).data;
+  return (await getJSON("/v1/models")).data;
 }
 
 const STAGE_KIND = { active: "ok", deprecated: "warn", retired: "bad", upcoming: "info" };

@@ -23,6 +23,11 @@ const TOOLS_EXAMPLE = JSON.stringify(
   2,
 );
 
+const NEEDS_KEY = "The playground calls the API as a tenant: paste an API key (mh-…) above, or create one under Contracts & keys.";
+
+// An admin token opens the admin API only; chat and /tokenize take a tenant's key.
+const needsKey = () => session.role === "admin" && !session.playgroundKey;
+
 export async function render(root) {
   const ui = layout();
   root.append(ui.page);
@@ -77,7 +82,7 @@ function layout() {
     ),
   );
   const keyField = session.role === "admin"
-    ? field("API key", ui.key, "The playground calls the API as a tenant: paste a key, or create one under Contracts & keys.")
+    ? field("API key", ui.key, "Chat runs as the tenant whose key this is.")
     : null;
   ui.page = h(
     "section",
@@ -142,7 +147,7 @@ class Chat {
     });
     ui.key.addEventListener("change", () => {
       session.playgroundKey = ui.key.value.trim();
-      this.loadModels();
+      this.scheduleCount();
     });
     ui.stop.addEventListener("click", () => this.abort());
     ui.clear.addEventListener("click", () => {
@@ -273,6 +278,10 @@ class Chat {
     } catch {
       return;
     }
+    if (needsKey()) {
+      out.textContent = NEEDS_KEY;
+      return;
+    }
     const seq = ++this.countSeq;
     out.textContent = "counting…";
     try {
@@ -304,6 +313,11 @@ class Chat {
   async generate() {
     const ui = this.ui;
     const reply = new Reply(ui.transcript);
+    if (needsKey()) {
+      reply.fail(new Error(NEEDS_KEY));
+      this.history.pop();
+      return;
+    }
     const body = {
       model: ui.model.value,
       messages: this.messages(),
@@ -338,7 +352,7 @@ class Chat {
         reply.add(chunk);
       }
       reply.done(performance.now() - sentAt);
-      reply.showCost(before, await ledgerTotals());
+      reply.showCost(before, await ledgerTotalsAfter(before));
       this.history.push(reply.message());
       if (reply.toolCalls.length) reply.askForResults((results) => this.continueWith(results));
     } catch (error) {
@@ -373,6 +387,16 @@ async function ledgerTotals() {
   } catch {
     return null;
   }
+}
+
+// The totals once the reply's row is in; a hub may write it a moment after the last byte.
+async function ledgerTotalsAfter(before) {
+  let after = await ledgerTotals();
+  for (let i = 0; i < 10 && before && after && after.requests === before.requests; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    after = await ledgerTotals();
+  }
+  return after;
 }
 
 function readAsDataURL(file) {
