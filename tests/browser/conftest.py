@@ -92,13 +92,22 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def page(browser, hub, tmp_path) -> Iterator[Page]:
     """A fresh tab (its own sessionStorage) on the console; a screenshot of where it ended
-    is left in the test's tmp dir."""
+    is left in the test's tmp dir. The console works offline: every request it made went to
+    the hub itself, and no script failed."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=hub.server.base_url)
     context.set_default_timeout(30_000)
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    elsewhere: list[str] = []
+    tab.on(
+        "request",
+        lambda r: (
+            r.url.startswith((hub.server.base_url + "/", "data:", "blob:"))
+            or elsewhere.append(r.url)
+        ),
+    )
     tab.goto(hub.console_url)
     try:
         yield tab
@@ -106,6 +115,7 @@ def page(browser, hub, tmp_path) -> Iterator[Page]:
         tab.screenshot(path=tmp_path / "end.png", full_page=True)
         context.close()
     assert not errors, errors
+    assert not elsewhere, elsewhere
 
 
 def sign_in(page: Page, token: str) -> None:

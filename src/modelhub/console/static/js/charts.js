@@ -13,7 +13,8 @@ export function compact(value) {
 }
 
 // `times` in Unix seconds; `series` maps a label to one value per time. The chart takes its
-// container's width and follows it. Returns the function that removes it.
+// container's width and follows it. Returns {update(times, series), destroy()}; update keeps
+// the labels the chart was made with.
 export function lineChart(container, { title, times, series, format = compact }) {
   const labels = Object.keys(series);
   const width = () => Math.max(container.clientWidth - 16, 240);
@@ -35,11 +36,15 @@ export function lineChart(container, { title, times, series, format = compact })
       })),
     ],
   };
-  const chart = new uPlot(opts, [times, ...labels.map((label) => series[label])], container); // eslint-disable-line no-undef
+  const columns = (t, s) => [t, ...labels.map((label) => s[label])];
+  const chart = new uPlot(opts, columns(times, series), container); // eslint-disable-line no-undef
   const observer = new ResizeObserver(() => chart.setSize({ width: width(), height: HEIGHT }));
   observer.observe(container);
-  return () => {
-    observer.disconnect();
-    chart.destroy();
+  return {
+    update: (t, s) => chart.setData(columns(t, s)),
+    destroy: () => {
+      observer.disconnect();
+      chart.destroy();
+    },
   };
 }

@@ -22,7 +22,7 @@ export async function render(root) {
   const updated = h("p", { class: "muted", id: "status-updated" });
   root.append(h("h1", {}, "Status"), figures, chartBox, h("h2", {}, "By model"), models, updated);
   const history = { times: [], queued: [], running: [] };
-  let destroyChart = () => {};
+  let chart = null;
 
   const poll = async () => {
     let status;
@@ -57,19 +57,15 @@ export async function render(root) {
     history.queued.push(sum("queued"));
     history.running.push(sum("running"));
     for (const series of Object.values(history)) series.splice(0, series.length - KEEP);
-    destroyChart();
-    chartBox.replaceChildren();
-    destroyChart = lineChart(chartBox, {
-      title: "Queued and running (live)",
-      times: history.times,
-      series: { queued: history.queued, running: history.running },
-    });
+    const series = { queued: history.queued, running: history.running };
+    if (chart) chart.update(history.times, series);
+    else chart = lineChart(chartBox, { title: "Queued and running (live)", times: history.times, series });
     updated.textContent = `Updated ${new Date().toLocaleTimeString()}; refreshes every ${POLL_MS / 1000} s.`;
   };
   await poll();
   const timer = setInterval(poll, POLL_MS);
   return () => {
     clearInterval(timer);
-    destroyChart();
+    chart?.destroy();
   };
 }

@@ -110,7 +110,7 @@ export async function render(root) {
       const series = Object.fromEntries([...result.groups].map(([g, values]) => [g, values.map((r) => (r ? metric.of(r) : 0))]));
       if (!Object.keys(series).length) series["no requests"] = result.times.map(() => 0);
       const title = `${metric.label} per ${range.bucket}, by ${by}`;
-      destroy.push(lineChart(boxes[i], { title, times: result.times, series, format: metric.format }));
+      destroy.push(lineChart(boxes[i], { title, times: result.times, series, format: metric.format }).destroy);
     });
     summary.replaceChildren(
       table(
