@@ -15,11 +15,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Debian's servers for the Redis and PostgreSQL tests (started by the test fixtures, never
-# as system services).
+# as system services), and Debian's Chromium for the console's browser tests (Playwright drives
+# it; nothing downloads a browser of its own).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	{ command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \

@@ -1,4 +1,8 @@
-"""``modelhub serve | tokenize | contracts | keys | usage``."""
+"""``modelhub serve | tokenize | contracts | keys | usage | admin-tokens``.
+
+Every command validates its configuration first; problems go to stderr, one line each,
+with exit status 2. Errors of a command go to stderr with exit status 1.
+"""
 
 from __future__ import annotations
 
@@ -9,43 +13,77 @@ import logging
 import sys
 from pathlib import Path
 
-from modelhub.settings import Settings
+from modelhub import __version__
+from modelhub.errors import ConfigurationError
+from modelhub.settings import Settings, load_settings
 
 __all__ = ["main"]
 
+log = logging.getLogger("modelhub")
+
+# Flags that override a setting of the same name.
+_OVERRIDES = ("host", "port", "catalog_dir", "data_dir", "database_url")
+
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {}
-    for name in ("host", "port", "catalog_dir"):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
+    overrides = {n: getattr(args, n) for n in _OVERRIDES if getattr(args, n, None) is not None}
     if getattr(args, "no_auth", False):
         overrides["auth"] = False
-    return Settings(**overrides)
+    return load_settings(**overrides)
 
 
-def _print_first_key(key: str) -> None:
-    # Printed once to the terminal, never logged: the database keeps only its hash.
-    print(
-        "\nCreated contract 'default' with this API key (shown once, store it now):\n"
-        f"\n    {key}\n\nTry it: curl -H 'Authorization: Bearer {key}' "
-        "http://127.0.0.1:8000/v1/models\n",
-        flush=True,
-    )
+def _first_key_printer(settings: Settings):
+    def show(key: str) -> None:
+        # Printed once to the terminal, never logged: the database keeps only its hash.
+        print(
+            "\nCreated contract 'default' with this API key (shown once, store it now):\n"
+            f"\n    {key}\n\nTry it: curl -H 'Authorization: Bearer {key}' "
+            f"{_address(settings)}/v1/models\n",
+            flush=True,
+        )
+
+    return show
+
+
+def _address(settings: Settings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}"
 
 
 def _serve(args: argparse.Namespace) -> int:
     from modelhub.api.app import create_app
     from modelhub.api.server import DrainingServer, server_config
+    from modelhub.logs import configure_logging
+    from modelhub.preflight import check_config
 
     settings = _settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    check_config(settings)
+    configure_logging(settings)
+    log.info(
+        "modelhub %s on %s (database: %s)",
+        __version__,
+        _address(settings),
+        _database(settings),
     )
-    app = create_app(settings, on_first_key=_print_first_key)
-    DrainingServer(server_config(app, settings), app.state.drain, settings.drain_timeout_s).run()
+    if not settings.auth:
+        log.warning(
+            "authentication is OFF (--no-auth / MODELHUB_AUTH=false): anyone who can reach "
+            "%s can use every model and the admin API",
+            _address(settings),
+        )
+    app = create_app(settings, on_first_key=_first_key_printer(settings))
+    DrainingServer(
+        server_config(app, settings, log_config=None),
+        app.state.drain,
+        settings.drain_timeout_s,
+    ).run()
     return 0
+
+
+def _database(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
 
 
 async def _tokenize(settings: Settings, model: str, body: dict) -> dict:
@@ -89,10 +127,17 @@ def _tokenize_command(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelhub", description="A self-hostable AI model hub.")
+    from modelhub.platform.admin import add_commands, storage_options
+
+    parser = argparse.ArgumentParser(
+        prog="modelhub", description="A self-hostable AI model hub.", parents=[storage_options()]
+    )
+    parser.add_argument("--version", action="version", version=f"modelhub {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve the OpenAI-compatible API")
+    serve = sub.add_parser(
+        "serve", help="serve the OpenAI-compatible API", parents=[storage_options()]
+    )
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument(
@@ -108,15 +153,18 @@ def _parser() -> argparse.ArgumentParser:
     tokenize.add_argument("--catalog", dest="catalog_dir", type=Path)
     tokenize.set_defaults(func=_tokenize_command)
 
-    from modelhub.platform.admin import add_commands
-
-    add_commands(sub)
+    add_commands(sub, _settings)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ConfigurationError as error:
+        for problem in error.problems:
+            print(f"modelhub: {problem}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ the app's exception handlers (``modelhub.api.app``) are the one place that turns
     │   ├── EngineOverloadedError      503 code=engine_overloaded
     │   ├── DatabaseUnavailableError   503 code=database_unavailable
     │   └── RateLimiterUnavailableError 503 code=rate_limiter_unavailable
-    └── UpstreamTimeoutError           504
+    ├── UpstreamTimeoutError           504
+    └── ConfigurationError             (never a response: the hub refuses to start)
 
 Programmer errors (bugs) are ordinary Python exceptions and become a generic 500 whose
 message does not leak internals.
@@ -37,6 +38,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "ClientClosedRequestError",
+    "ConfigurationError",
     "ContextLengthExceededError",
     "DatabaseUnavailableError",
     "EndpointNotSupportedError",
@@ -205,3 +207,11 @@ class RateLimiterUnavailableError(ServiceUnavailableError):
     """The rate-limit store (Redis) is unreachable and the policy is to refuse."""
 
     default_code = "rate_limiter_unavailable"
+
+
+class ConfigurationError(ModelhubError):
+    """The operator's configuration is wrong; ``problems`` has one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems

@@ -180,4 +180,5 @@ def test_tokenize_is_metered_like_chat(limited):
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as http:
         statuses = [http.post("/tokenize", json=body).status_code for _ in range(3)]
         assert statuses == [200, 200, 429]
-        assert "modelhub_tokenize_requests_total" in http.get("/metrics").text
+        metrics = http.get("/metrics").text
+        assert 'modelhub_http_responses_total{endpoint="/tokenize",status="429"}' in metrics

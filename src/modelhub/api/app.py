@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from modelhub import __version__
 from modelhub.api.bodylimit import BodyLimitMiddleware
 from modelhub.api.deps import Hub
 from modelhub.api.errors import install_error_handlers
@@ -17,6 +18,8 @@ from modelhub.api.server import Drain, DrainMiddleware
 from modelhub.catalog import Catalog, Clock, load_cards
 from modelhub.metrics import Metrics
 from modelhub.platform import Platform
+from modelhub.platform.admin_tokens import AdminTokenStore
+from modelhub.platform.management import Management
 from modelhub.serving.chat import ChatService
 from modelhub.serving.deployment import Deployment
 from modelhub.settings import Settings
@@ -36,15 +39,23 @@ def create_app(
     receives the key of the ``default`` contract created on an empty database. The app's
     ``state.drain`` ends the requests in flight at a shutdown's deadline (``DrainingServer``)."""
     settings = settings or Settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        metrics = Metrics()
         catalog_kwargs = {"clock": clock} if clock else {}
         catalog = Catalog(
             load_cards(settings.catalog_dir), backends=settings.backends, **catalog_kwargs
         )
+        metrics.set_models([card.id for card in catalog])
         platform = await Platform.open(settings)
+        management = Management(
+            platform.store,
+            AdminTokenStore(platform.store.engine),
+            [card.id for card in catalog],
+            auth=settings.auth,
+            before_read=platform.flush,
+        )
         deployment = Deployment(catalog, settings, metrics)
         try:
             key = await platform.bootstrap()
@@ -52,14 +63,27 @@ def create_app(
                 on_first_key(key)
             await deployment.start()
             app.state.hub = Hub(
-                deployment, platform, ChatService(deployment, platform, metrics, settings), metrics
+                deployment,
+                platform,
+                ChatService(deployment, platform, metrics, settings),
+                metrics,
+                management,
             )
             yield
         finally:
             await deployment.close()
             await platform.close()
 
-    app = FastAPI(title="modelhub", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="modelhub",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_tags=[
+            {"name": "admin", "description": "Contracts, keys, usage and backends (admin token)"}
+        ],
+    )
     install_error_handlers(app)
     app.state.drain = Drain()
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -7,7 +7,9 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from modelhub import access
 from modelhub.platform import Platform, Principal
+from modelhub.platform.management import Management
 from modelhub.serving.chat import ChatService
 from modelhub.serving.deployment import Deployment
 
@@ -17,11 +19,19 @@ __all__ = ["AuthenticatedRoute", "Hub", "authenticate", "hub"]
 class Hub:
     """What the routes need, built by the app's lifespan."""
 
-    def __init__(self, deployment: Deployment, platform: Platform, chat: ChatService, metrics):
+    def __init__(
+        self,
+        deployment: Deployment,
+        platform: Platform,
+        chat: ChatService,
+        metrics,
+        management: Management,
+    ):
         self.deployment = deployment
         self.platform = platform
         self.chat = chat
         self.metrics = metrics
+        self.management = management
 
 
 def hub(request: Request) -> Hub:
@@ -29,7 +39,13 @@ def hub(request: Request) -> Hub:
 
 
 async def authenticate(request: Request, model: str | None = None) -> Principal:
-    return await hub(request).platform.authenticate(request.headers.get("authorization"), model)
+    if model is not None:
+        access.note_model(model)
+    principal = await hub(request).platform.authenticate(
+        request.headers.get("authorization"), model
+    )
+    access.note_contract(principal.contract_name)
+    return principal
 
 
 class AuthenticatedRoute(APIRoute):

@@ -58,8 +58,9 @@ def error_response(exc: ModelhubError, status_code: int | None = None) -> JSONRe
 
 
 def validation_param(loc: tuple) -> str | None:
-    """pydantic's ('body', 'messages', 0, 'content') -> OpenAI's 'messages[0].content'."""
-    parts = [p for p in loc if p != "body"]
+    """pydantic's ('body', 'messages', 0, 'content') -> OpenAI's 'messages[0].content';
+    ('query', 'by') -> 'by'."""
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path") else loc)
     # Discriminated unions add the tag as a path element ('user', 'function-after[...]').
     param = ""
     for p in parts:

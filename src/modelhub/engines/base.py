@@ -71,7 +71,10 @@ class EngineStats:
     queued: int = 0
     running: int = 0
     slots: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
+    preemptions: int = 0  # since start
+    kv_cache_usage: float | None = None  # 0 to 1; None where the engine cannot tell
+    healthy_replicas: int | None = None  # upstream engines only
+    extra: dict[str, float] = field(default_factory=dict)  # an engine's own counters
 
 
 class Engine(Protocol):

@@ -41,6 +41,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -134,6 +135,7 @@ class LlamaCppEngine:
         max_running: int | None = None,
         prefix_cache: bool = True,
         observer: StepObserver | None = None,
+        queue_observer: Callable[[float], None] | None = None,
     ) -> None:
         self.model_path = model_path
         self.mmproj = mmproj
@@ -145,6 +147,7 @@ class LlamaCppEngine:
         self.threads = threads
         self.top_k = top_k
         self._observer = observer
+        self._queue_observer = queue_observer  # seconds each sequence waited for a slot
         self._model = None
         self._ctx = None
         self._mem = None
@@ -238,6 +241,8 @@ class LlamaCppEngine:
             queued=self._sched.queued,
             running=len(self._sched.running),
             slots=self.slots,
+            preemptions=int(self._counts["preemptions"]),
+            kv_cache_usage=min(self._kv_used() / self.context, 1.0),
             extra={**self._counts, "prefix_cache_entries": len(self._cache)},
         )
 
@@ -380,6 +385,8 @@ class LlamaCppEngine:
                         return
                     break  # an empty cache always fits one request (``_check``)
             sched.admit(seq)
+            if self._queue_observer is not None:
+                self._queue_observer(time.monotonic() - seq.queued_at)
             self._place(seq, source, reused)
 
     def _free_kv(self, claimant: Sequence | None = None, keep: int | None = None) -> bool:

@@ -13,6 +13,7 @@ import asyncio
 import codecs
 import ctypes
 import itertools
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -183,6 +184,7 @@ class Sequence:
     decoder: PieceDecoder
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     order: int = field(default_factory=lambda: next(_ids))
+    queued_at: float = field(default_factory=time.monotonic)
     cancelled: bool = False
     # Decode-thread state.
     seq_id: int = -1

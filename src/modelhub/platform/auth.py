@@ -13,7 +13,7 @@ from modelhub.platform import keys
 from modelhub.platform.contracts import ApiKey, Contract, ContractStore, Limits, Price
 from modelhub.platform.db import DB_UNREACHABLE
 
-__all__ = ["ANONYMOUS", "Authenticator", "Principal"]
+__all__ = ["ANONYMOUS", "Authenticator", "Principal", "bearer_token"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -136,7 +136,7 @@ class Authenticator:
         """``model`` (None: no model involved) is checked against the allow-list."""
         if not self._enabled:
             return ANONYMOUS
-        found = await self._cache.find(self._store, _bearer(authorization))
+        found = await self._cache.find(self._store, bearer_token(authorization))
         if found is None:
             # The key itself stays out of the message: it may be a real key mistyped.
             raise AuthenticationError("Incorrect API key provided.")
@@ -164,7 +164,7 @@ class Authenticator:
         return Principal.of(contract, key.id)
 
 
-def _bearer(authorization: str | None) -> str:
+def bearer_token(authorization: str | None) -> str:
     scheme, _, token = (authorization or "").strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationError(

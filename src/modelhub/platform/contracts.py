@@ -266,21 +266,62 @@ class ContractStore:
         async with self._engine.connect() as conn:
             return [ApiKey.from_row(row) for row in (await conn.execute(query)).mappings()]
 
-    async def revoke_key(self, key: int | str) -> ApiKey:
-        """Revoke by id or by display prefix; revoking twice keeps the first time."""
-        column = api_keys.c.id if isinstance(key, int) else api_keys.c.prefix
+    async def revoke_key(self, ref: int | str) -> ApiKey:
+        """Revoke by id, display prefix or the key itself; revoking twice keeps the first time."""
         async with self._engine.begin() as conn:
-            ids = (await conn.execute(select(api_keys.c.id).where(column == key))).scalars().all()
-            if len(ids) != 1:
-                raise NotFoundError(
-                    f"no key {key!r}" if not ids else f"{key!r} names several keys; use the id"
-                )
+            key_id = await self._resolve_key(conn, ref)
             await conn.execute(
                 update(api_keys)
-                .where(api_keys.c.id == ids[0], api_keys.c.revoked_at.is_(None))
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=to_db(utcnow()))
             )
-        return await self._key_by_id(ids[0])
+        return await self._key_by_id(key_id)
+
+    async def rotate_key(self, ref: int | str) -> tuple[str, ApiKey]:
+        """A new key with the old one's contract, name and expiry; the old one is revoked
+        in the same transaction."""
+        async with self._engine.begin() as conn:
+            key_id = await self._resolve_key(conn, ref)
+            old = (
+                (await conn.execute(select(api_keys).where(api_keys.c.id == key_id)))
+                .mappings()
+                .one()
+            )
+            if old["revoked_at"] is not None:
+                raise InvalidRequestError(f"key {old['prefix']} is revoked; create a new one")
+            now = to_db(utcnow())
+            secret = keys.generate_key()
+            new_id = (
+                await conn.execute(
+                    insert(api_keys)
+                    .values(
+                        contract_id=old["contract_id"],
+                        name=old["name"],
+                        prefix=keys.display_prefix(secret),
+                        key_hash=keys.hash_key(secret),
+                        created_at=now,
+                        expires_at=old["expires_at"],
+                    )
+                    .returning(api_keys.c.id)
+                )
+            ).scalar_one()
+            await conn.execute(
+                update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=now)
+            )
+        return secret, await self._key_by_id(new_id)
+
+    @staticmethod
+    async def _resolve_key(conn, ref: int | str) -> int:
+        """The id of the one key ``ref`` names: an id, a display prefix, or the whole key."""
+        named = keys.named_by(ref, api_keys, "key_hash")
+        ids = (await conn.execute(select(api_keys.c.id).where(named))).scalars().all()
+        if len(ids) != 1:
+            # A whole key is never echoed back: show only its display prefix.
+            shown = keys.display_prefix(str(ref))
+            raise NotFoundError(
+                f"no key {shown!r}" if not ids else f"{shown!r} names several keys; use the id"
+            )
+        return ids[0]
 
     async def find_key(self, secret: str) -> tuple[ApiKey, Contract] | None:
         """The key whose hash matches ``secret`` and its contract, or None."""

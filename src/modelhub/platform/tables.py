@@ -1,4 +1,4 @@
-"""The platform's tables: contracts, their API keys, and the usage ledger.
+"""The platform's tables: contracts, their API keys, the usage ledger, and admin tokens.
 
 Times are stored as naive UTC (``TIMESTAMP WITHOUT TIME ZONE``) so SQLite and
 PostgreSQL hold and group them the same way; ``db.to_utc`` / ``db.from_utc`` convert.
@@ -20,7 +20,7 @@ from sqlalchemy import (
     Table,
 )
 
-__all__ = ["api_keys", "contracts", "metadata", "usage"]
+__all__ = ["admin_tokens", "api_keys", "contracts", "metadata", "usage"]
 
 metadata = MetaData(
     naming_convention={
@@ -83,4 +83,18 @@ usage = Table(
     Column("finish_reason", String(32), nullable=True),
     Column("cost_nanos", BigInteger, nullable=False),
     Index("ix_usage_contract_received", "contract_id", "received_at"),
+)
+
+# Tokens of the admin API (/admin/v1): apart from tenant keys, so no tenant key can ever
+# manage the hub. Stored as API keys are: a hash and a display prefix.
+admin_tokens = Table(
+    "admin_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("prefix", String(16), nullable=False, index=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("last_used_at", DateTime, nullable=True),
+    Column("revoked_at", DateTime, nullable=True),
 )

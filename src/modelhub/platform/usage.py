@@ -1,5 +1,5 @@
-"""Usage reports from the ledger: totals for a contract, optionally by model, key, day, hour
-or status.
+"""Usage reports from the ledger: totals for a contract (or every contract), optionally by
+model, key, status, day or hour.
 
 Every report row counts all of the group's requests *and* splits them by status
 (``requests_ok``, ``requests_cancelled``, ...), so a total never hides how many requests
@@ -10,6 +10,7 @@ requests bill nothing, cancelled ones what they processed.
 from __future__ import annotations
 
 import csv
+import enum
 import io
 import json
 from datetime import datetime
@@ -23,9 +24,25 @@ from modelhub.platform.db import to_db
 from modelhub.platform.ledger import STATUSES
 from modelhub.platform.tables import api_keys, usage
 
-__all__ = ["COLUMNS", "GroupBy", "UsageFormat", "UsageQuery", "render_usage", "usage_report"]
+__all__ = [
+    "COLUMNS",
+    "EVERY_CONTRACT",
+    "GroupBy",
+    "UsageFormat",
+    "UsageQuery",
+    "render_usage",
+    "usage_report",
+]
 
-GroupBy = Literal["model", "key", "day", "hour", "status"]
+GroupBy = Literal["model", "key", "status", "day", "hour"]
+
+
+class _Everyone(enum.Enum):
+    EVERY_CONTRACT = "every contract"
+
+
+# usage_report's contract for the admin's view: every row, anonymous ones included.
+EVERY_CONTRACT = _Everyone.EVERY_CONTRACT
 UsageFormat = Literal["table", "csv", "json"]
 
 # The numbers of every report row, after its group column (if any).
@@ -54,20 +71,20 @@ class UsageQuery(BaseModel):
 
 async def usage_report(
     engine: AsyncEngine,
-    contract_id: int | None,
+    contract_id: int | None | _Everyone,
     since: datetime | None = None,
     until: datetime | None = None,
     by: GroupBy | None = None,
 ) -> list[dict]:
     """One dict per group (a single total without ``by``), ordered by group.
-    ``contract_id`` None reports the requests made with auth off."""
+    ``contract_id`` None reports the requests made with auth off; ``EVERY_CONTRACT`` all."""
     group = {
         None: None,
         "model": usage.c.model,
         # Keys show their display prefix, never anything more.
         "key": func.coalesce(api_keys.c.prefix, "-"),
         "day": func.date(usage.c.received_at),  # UTC days; date() is in both SQLite and PostgreSQL
-        "hour": _hour(engine.dialect.name),
+        "hour": _hour(engine, usage.c.received_at),
         "status": usage.c.status,
     }[by]
     query = select(
@@ -80,9 +97,11 @@ async def usage_report(
         func.coalesce(func.sum(usage.c.image_tokens), 0).label("image_tokens"),
         func.coalesce(func.sum(usage.c.completion_tokens), 0).label("completion_tokens"),
         func.coalesce(func.sum(usage.c.cost_nanos), 0).label("cost_nanos"),
-    ).where(
-        usage.c.contract_id.is_(None) if contract_id is None else usage.c.contract_id == contract_id
     )
+    if contract_id is None:
+        query = query.where(usage.c.contract_id.is_(None))
+    elif contract_id is not EVERY_CONTRACT:
+        query = query.where(usage.c.contract_id == contract_id)
     if by == "key":
         query = query.outerjoin(api_keys, api_keys.c.id == usage.c.key_id)
     if since is not None:
@@ -109,11 +128,11 @@ async def usage_report(
     return report
 
 
-def _hour(dialect: str):
-    """UTC hours as ``2026-11-25 14:00``, the same text from either database."""
-    if dialect == "postgresql":
-        return func.to_char(func.date_trunc("hour", usage.c.received_at), "YYYY-MM-DD HH24:00")
-    return func.strftime("%Y-%m-%d %H:00", usage.c.received_at)
+def _hour(engine: AsyncEngine, column):
+    """The UTC hour a time falls in, as ``YYYY-MM-DDTHH:00:00`` in either database."""
+    if engine.dialect.name == "postgresql":
+        return func.to_char(column, 'YYYY-MM-DD"T"HH24:00:00')
+    return func.strftime("%Y-%m-%dT%H:00:00", column)
 
 
 def render_usage(report: list[dict], fmt: UsageFormat, by: GroupBy | None = None) -> str:

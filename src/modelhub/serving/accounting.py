@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
+from modelhub.access import note_tokens
 from modelhub.metrics import Metrics
 from modelhub.platform import Platform, Principal, UsageRecord
 from modelhub.schemas.chat import Usage
@@ -133,19 +134,23 @@ class RequestAccount:
             await reservation.commit(record.prompt_tokens + record.completion_tokens)
 
     def _observe(self, record: UsageRecord) -> None:
-        model = record.model
-        self._metrics.prompt_tokens.labels(model).inc(record.prompt_tokens)
-        self._metrics.completion_tokens.labels(model).inc(record.completion_tokens)
         # The metrics use the ledger's own timestamps, so the two never disagree.
+        ttft = tpot = None
         first = record.first_token_at
-        if first is None:
-            return
-        ttft = (first - record.received_at).total_seconds()
-        self._metrics.time_to_first_token.labels(model).observe(max(ttft, 0.0))
-        if record.completion_tokens > 1:
-            decoding = (record.finished_at - first).total_seconds()
-            per_token = decoding / (record.completion_tokens - 1)
-            self._metrics.time_per_output_token.labels(model).observe(per_token)
+        if first is not None:
+            ttft = max((first - record.received_at).total_seconds(), 0.0)
+            if record.completion_tokens > 1:
+                decoding = (record.finished_at - first).total_seconds()
+                tpot = decoding / (record.completion_tokens - 1)
+        self._metrics.observe_usage(
+            model=record.model,
+            contract=record.principal.contract_name,
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
+            ttft_s=ttft,
+            tpot_s=tpot,
+        )
+        note_tokens(record.prompt_tokens, record.completion_tokens)
 
 
 class Accounting:

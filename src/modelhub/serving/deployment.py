@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelhub.catalog import Catalog, ModelCard
+from modelhub.catalog.serving_facts import ServingFacts, gguf_facts, upstream_facts
 from modelhub.engines.base import EngineStats
 from modelhub.engines.llamacpp import LlamaCppEngine
 from modelhub.errors import ModelUnavailableError
@@ -33,6 +35,7 @@ class ServedModel:
     # The model's format where the hub has one, even when no backend serves the model:
     # its prompts can still be counted (``modelhub tokenize``, ``/tokenize``).
     format: ChatFormat | None = None
+    facts: ServingFacts = field(default_factory=ServingFacts)  # what the backend says
 
     @property
     def where(self) -> str:
@@ -40,9 +43,14 @@ class ServedModel:
 
     @property
     def max_context(self) -> int:
-        window = self.card.technology.context_window
-        engine_window = self.backend.max_context if self.backend else None
-        return min(window, engine_window) if engine_window else window
+        """The one max_model_len: the least of the card's window, the backend's own (GGUF
+        trained context, upstream max_model_len) and the embedded engine's KV size."""
+        windows = (
+            self.card.technology.context_window,
+            self.facts.context_window,
+            self.backend.max_context if self.backend else None,
+        )
+        return min(w for w in windows if w)
 
     def require_backend(self) -> Backend:
         if self.backend is None:
@@ -77,6 +85,17 @@ def _resolve_gguf(spec: str, cache_dir: Path) -> Path:
     return Path(module.assemble(target))
 
 
+async def _facts(card: ModelCard, where: str, settings: Settings) -> ServingFacts:
+    """What the backend serving ``card`` says of itself (``where``: the resolved GGUF)."""
+    backend = card.backend
+    if backend.kind == "llamacpp":
+        return gguf_facts(Path(where))
+    if backend.kind == "upstream":
+        name = backend.served_model_name or card.id
+        return await upstream_facts(list(backend.upstreams), name, settings.upstream_api_key)
+    return ServingFacts()
+
+
 class Deployment:
     def __init__(self, catalog: Catalog, settings: Settings, metrics: Metrics):
         self.catalog = catalog
@@ -86,16 +105,23 @@ class Deployment:
 
     async def start(self) -> None:
         for card in self.catalog:
+            started = time.perf_counter()
             backend = await self._backend(card)
             served = ServedModel(card, backend, getattr(backend, "format", None))
             if backend is None:
                 served.format = self._format(card, None)
+            served.facts = await _facts(card, served.where, self._settings)
             self._served[card.id] = served
             if served.backend is None:
                 log.info("model %s: listed, not served (no backend configured)", card.id)
             else:
                 log.info(
-                    "model %s: served by %s from %s", card.id, served.backend.name, served.where
+                    "model %s: served by %s from %s, max_model_len %d, loaded in %.1f s",
+                    card.id,
+                    served.backend.name,
+                    served.where,
+                    served.max_context,
+                    time.perf_counter() - started,
                 )
         self._metrics.watch_engines(self.engine_stats)
 
@@ -119,6 +145,7 @@ class Deployment:
                 top_k=self._settings.engine_top_k,
                 mmproj=backend.mmproj,
                 observer=self._metrics.step_observer(card.id),
+                queue_observer=self._metrics.queue_observer(card.id),
             )
             await engine.start()
             return LocalBackend(self._format(card, engine), engine, str(path))

@@ -9,7 +9,6 @@ from modelhub.api.cancellation import until_disconnect
 from modelhub.api.deps import AuthenticatedRoute, authenticate, hub
 from modelhub.api.openapi import MODEL_ERRORS
 from modelhub.api.sse import sse_events
-from modelhub.errors import ModelhubError
 from modelhub.schemas.chat import ChatCompletionRequest
 
 __all__ = ["router"]
@@ -19,27 +18,18 @@ router = APIRouter(route_class=AuthenticatedRoute, responses=MODEL_ERRORS)
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    # Requests are counted, by status, by the access-log middleware.
     h = hub(request)
-    requests = h.metrics.requests
-    try:
-        principal = await authenticate(request, body.model)
-        prepared = await until_disconnect(request, h.chat.prepare(body, principal))
-        if body.stream:
-            chunks = await until_disconnect(request, h.chat.open_stream(prepared))
-            response: Response = StreamingResponse(
-                sse_events(chunks),
-                media_type="text/event-stream",
-                headers={**prepared.headers, "Cache-Control": "no-cache"},
-            )
-        else:
-            completion = await until_disconnect(request, h.chat.complete(prepared))
-            response = Response(
-                completion.model_dump_json(),
-                media_type="application/json",
-                headers=prepared.headers,
-            )
-    except ModelhubError as exc:
-        requests.labels(body.model, str(exc.status_code)).inc()
-        raise
-    requests.labels(body.model, "200").inc()
-    return response
+    principal = await authenticate(request, body.model)
+    prepared = await until_disconnect(request, h.chat.prepare(body, principal))
+    if body.stream:
+        chunks = await until_disconnect(request, h.chat.open_stream(prepared))
+        return StreamingResponse(
+            sse_events(chunks),
+            media_type="text/event-stream",
+            headers={**prepared.headers, "Cache-Control": "no-cache"},
+        )
+    completion = await until_disconnect(request, h.chat.complete(prepared))
+    return Response(
+        completion.model_dump_json(), media_type="application/json", headers=prepared.headers
+    )

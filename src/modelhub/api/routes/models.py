@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 
 from modelhub.api.deps import authenticate, hub
 from modelhub.api.openapi import error_responses
+from modelhub.platform.keys import ADMIN_TOKEN_PREFIX
 from modelhub.serving.deployment import ServedModel
 
 __all__ = ["describe", "router"]
@@ -16,8 +17,13 @@ router = APIRouter(responses=error_responses(401, 403))
 
 
 def describe(served: ServedModel, now: datetime) -> dict:
+    """The card, with what the serving backend says in place of the card's published
+    quantization and context (a Q4_K_M GGUF of an fp8 model is served as Q4_K_M)."""
     card = served.card
     body = card.model_dump(mode="json", exclude={"backend", "id"})
+    body["technology"]["context_window"] = served.max_context
+    if served.facts.quantization:
+        body["technology"]["quantization"] = served.facts.quantization
     return {
         "id": card.id,
         "object": "model",
@@ -34,9 +40,18 @@ def describe(served: ServedModel, now: datetime) -> dict:
     }
 
 
+async def _authenticate_reader(request: Request) -> None:
+    """A tenant's key, or an admin token: the console's Models page shows admins the catalog."""
+    authorization = request.headers.get("authorization") or ""
+    if authorization.partition(" ")[2].strip().startswith(ADMIN_TOKEN_PREFIX):
+        await hub(request).management.authorize(authorization)
+    else:
+        await authenticate(request)
+
+
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict:
-    await authenticate(request)
+    await _authenticate_reader(request)
     h = hub(request)
     now = h.deployment.catalog.now()
     return {"object": "list", "data": [describe(s, now) for s in h.deployment]}
@@ -44,6 +59,6 @@ async def list_models(request: Request) -> dict:
 
 @router.get("/v1/models/{model_id:path}", responses=error_responses(404))
 async def get_model(model_id: str, request: Request) -> dict:
-    await authenticate(request)
+    await _authenticate_reader(request)
     h = hub(request)
     return describe(h.deployment.get(model_id), h.deployment.catalog.now())

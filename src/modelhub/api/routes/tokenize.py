@@ -7,7 +7,6 @@ from fastapi import APIRouter, Request
 from modelhub.api.cancellation import until_disconnect
 from modelhub.api.deps import AuthenticatedRoute, authenticate, hub
 from modelhub.api.openapi import MODEL_ERRORS
-from modelhub.errors import ModelhubError
 from modelhub.schemas.chat import ChatCompletionRequest
 
 __all__ = ["router"]
@@ -17,12 +16,5 @@ router = APIRouter(route_class=AuthenticatedRoute, responses=MODEL_ERRORS)
 
 @router.post("/tokenize")
 async def tokenize(body: ChatCompletionRequest, request: Request) -> dict:
-    h = hub(request)
-    try:
-        principal = await authenticate(request, body.model)
-        counted = await until_disconnect(request, h.chat.tokenize(body, principal))
-    except ModelhubError as exc:
-        h.metrics.tokenize_requests.labels(body.model, str(exc.status_code)).inc()
-        raise
-    h.metrics.tokenize_requests.labels(body.model, "200").inc()
-    return counted
+    principal = await authenticate(request, body.model)
+    return await until_disconnect(request, hub(request).chat.tokenize(body, principal))

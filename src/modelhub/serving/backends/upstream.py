@@ -140,9 +140,7 @@ class UpstreamBackend:
     def stats(self) -> EngineStats:
         running = sum(r.outstanding for r in self.pool.replicas)
         healthy = sum(r.healthy for r in self.pool.replicas)
-        return EngineStats(
-            running=running, slots=len(self.pool.replicas), extra={"healthy_replicas": healthy}
-        )
+        return EngineStats(running=running, slots=len(self.pool.replicas), healthy_replicas=healthy)
 
     # Encoding ------------------------------------------------------------------------
     async def encode(
