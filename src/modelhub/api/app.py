@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from modelhub.api.bodylimit import BodyLimitMiddleware
 from modelhub.api.deps import Hub
 from modelhub.api.errors import install_error_handlers
-from modelhub.api.routes import chat, models, ops, tokenize, unsupported, usage
+from modelhub.api.routes import chat, completions, models, ops, tokenize, unsupported, usage
 from modelhub.catalog import Catalog, Clock, load_cards
 from modelhub.metrics import Metrics
 from modelhub.platform import Platform
@@ -59,6 +59,6 @@ def create_app(
     app = FastAPI(title="modelhub", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    for module in (chat, models, tokenize, usage, unsupported, ops):
+    for module in (chat, completions, models, tokenize, usage, unsupported, ops):
         app.include_router(module.router)
     return app

@@ -148,7 +148,7 @@ class Sequence:
         """Record a sampled token and emit it; True when the sequence is finished."""
         assert self.decoder is not None
         self.generated += 1
-        if llama_cpp.llama_vocab_is_eog(vocab, token):
+        if not self.job.params.ignore_eos and llama_cpp.llama_vocab_is_eog(vocab, token):
             self.finish("stop")
             return True
         logprob, top = None, ()

@@ -248,6 +248,7 @@ class ChatService:
             frequency_penalty=request.frequency_penalty,
             top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
             grammar=prepared.prompt.grammar,
+            ignore_eos=request.ignore_eos,
         )
         return GenerationJob(
             f"{prepared.id}/{index}", prepared.prompt, params, request, prepared.images
