@@ -204,15 +204,43 @@ def _body(target: str, prompt: Prompt) -> dict:
 
 
 def _check_counts(target: str, key: str, items: list[list[Prompt]], records: list[dict]) -> None:
+    """Exact counts where the server reports ``usage``; without it (llama-cpp-python streams
+    none), text events can merge tokens, so the check is that it stopped at the length."""
     for r in records:
         if r["error"] is not None:
             continue
         prompt = items[r["item"] % len(items)][r["turn"]]
-        got = r["completion_tokens"] if r["completion_tokens"] is not None else r["text_events"]
-        if got != prompt.max_tokens or r["prompt_tokens"] not in (None, len(prompt.ids)):
+        if r["completion_tokens"] is None:
+            good = r["finish_reason"] == "length" and r["text_events"] <= prompt.max_tokens
+        else:
+            good = r["completion_tokens"] == prompt.max_tokens and r["prompt_tokens"] in (
+                None,
+                len(prompt.ids),
+            )
+        if not good:
             raise TokenMismatch(
                 f"{target}, {key}: asked {len(prompt.ids)} prompt + {prompt.max_tokens} output "
-                f"tokens, it reported {r['prompt_tokens']} + {got}"
+                f"tokens, it reported {r['prompt_tokens']} + {r['completion_tokens']} "
+                f"({r['text_events']} text events, finish_reason {r['finish_reason']})"
+            )
+
+
+def _check_text_prompts(url: str, items: list[list[Prompt]]) -> None:
+    """A server given text must tokenize it to the workload's ids (llama-cpp-python's own
+    tokenizer endpoint says what its completions will see)."""
+    endpoint = url.replace("/v1/completions", "/extras/tokenize")
+    for prompt in {p.text: p for item in items for p in item}.values():
+        request = urllib.request.Request(
+            endpoint,
+            data=json.dumps({"model": MODEL, "input": prompt.text}).encode(),
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as r:
+            tokens = json.load(r)["tokens"]
+        if tokens != prompt.ids:
+            raise TokenMismatch(
+                f"llama_cpp.server tokenizes a prompt to {len(tokens)} ids, the workload to "
+                f"{len(prompt.ids)}"
             )
 
 
@@ -264,6 +292,8 @@ def _run_level(
     rep: int,
 ) -> None:
     server, url = server_url
+    if target == "llama_cpp.server":
+        _check_text_prompts(url, items)
     work = [[_body(target, p) for p in item] for item in items]
     raw = measure(
         server,

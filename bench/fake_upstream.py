@@ -139,9 +139,9 @@ def _tokenize(body: bytes) -> bytes:
     answer = json.dumps(
         {"count": count, "max_model_len": MAX_MODEL_LEN, "tokens": list(range(count))}
     ).encode()
-    return (
-        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-        % (len(answer), answer)
+    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+        len(answer),
+        answer,
     )
 
 

@@ -142,7 +142,8 @@ def start_modelhub(upstream_port: int, work: Path) -> tuple[Server, str, list[li
 
 def _litellm(upstream_port: int, work: Path, workers: int) -> tuple[Server, str, list[list[str]]]:
     """LiteLLM's proxy, no database; a master key is required to start, so its auth check
-    runs on every request."""
+    runs on every request. Started, not yet waited for: its import takes
+    minutes on a busy machine, in every worker."""
     python = litellm_python()
     config = work / f"litellm-{workers}.yaml"
     config.write_text(f"""model_list:
@@ -174,7 +175,6 @@ litellm_settings:
         + ["--host", "127.0.0.1", "--port", str(port), "--num_workers", str(workers)],
         env=env,
     )
-    server.wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=180)
     return (
         server,
         f"http://127.0.0.1:{port}/v1/chat/completions",
@@ -205,6 +205,9 @@ def run_gateway(quick: bool, repetitions: int) -> GatewayResult:
             targets["modelhub"] = start_modelhub(up_port, work)
             for workers in sorted({1, CORES}):
                 targets[f"litellm-{workers}"] = _litellm(up_port, work, workers)
+            for name, (server, url, _) in targets.items():
+                if name.startswith("litellm"):
+                    server.wait_http(url.replace("/v1/chat/completions", "/health/liveliness"), 900)
             result.versions["litellm"] = peer_version(litellm_python(), "litellm")
             result.flags = {
                 "modelhub": f"auth on, {KEYS} keys over {CONTRACTS} contracts, ledger on",

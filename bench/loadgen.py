@@ -47,6 +47,7 @@ class Record:
     text_events: int = 0
     completion_tokens: int | None = None  # the server's usage, when it sends one
     prompt_tokens: int | None = None
+    finish_reason: str | None = None
     error: str | None = None
 
     @property
@@ -83,6 +84,7 @@ class _Events:
             self._record.completion_tokens = usage.get("completion_tokens")
             self._record.prompt_tokens = usage.get("prompt_tokens")
         for choice in payload.get("choices") or []:
+            self._record.finish_reason = choice.get("finish_reason") or self._record.finish_reason
             text = choice.get("text") or (choice.get("delta") or {}).get("content")
             if not text:
                 continue

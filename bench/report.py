@@ -46,11 +46,15 @@ def commit() -> str:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        out = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=False
+        )
         return out.stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "?"
-    return head + (" plus uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return head + (
+        " plus uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    )
 
 
 def header(title: str, versions: dict[str, str], flags: dict[str, object] | None = None) -> str:

@@ -47,7 +47,7 @@ plan report study rate field history image letter island bridge engine garden ha
 village mountain teacher student lesson morning evening window kitchen table paper question
 answer reason result change value price season weather forest valley ocean signal machine
 careful quiet simple strong early recent common public private local central modern
-ancient bright gentle heavy narrow useful""".split()
+ancient bright gentle heavy narrow useful""".split()  # noqa: SIM905
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,14 @@ class Tokenizer:
     """The GGUF's tokenizer (llama.cpp, vocabulary only), as the servers tokenize."""
 
     def __init__(self, gguf: Path):
+        import logging
+
         import llama_cpp
 
         from modelhub.engines.llamacpp import LlamaTokenizer
 
+        # llama.cpp logs every key it reads; keep errors only (as modelhub's engine does).
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
@@ -78,8 +82,8 @@ class Tokenizer:
 
 
 def _words(rng: random.Random, tokens: int) -> str:
-    """Sentences of common words, about ``tokens`` tokens long (~1.25 tokens a word)."""
-    words = [rng.choice(_WORDS) for _ in range(max(1, round(tokens / 1.25)))]
+    """Sentences of common words, about ``tokens`` tokens long (~1.1 tokens a word)."""
+    words = [rng.choice(_WORDS) for _ in range(max(1, round(tokens / 1.1)))]
     sentences, i = [], 0
     while i < len(words):
         n = rng.randint(6, 16)
@@ -125,6 +129,5 @@ class Workloads:
     def long(self, seed: int, count: int) -> list[list[Prompt]]:
         rng = random.Random(seed)
         return [
-            [self._prompt(_words(rng, rng.randint(2000, 6000)) + "\n\n", 32)]
-            for _ in range(count)
+            [self._prompt(_words(rng, rng.randint(2000, 6000)) + "\n\n", 32)] for _ in range(count)
         ]
