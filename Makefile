@@ -6,7 +6,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # llama-cpp-python compiles llama.cpp; use every core.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: serve test system-deps bench bench-quick lint clean
+.PHONY: serve test system-deps bench bench-quick bench-peers lint clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,10 +35,17 @@ serve: $(STAMP)
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q || [ $$? -eq 5 ]
 
-bench: $(STAMP)
+# The servers the bench compares against, in their own venvs under bench/.peers/ (built
+# once: llama-server compiles for ~12 minutes on 2 cores; not counted in the bench's time).
+bench-peers: $(STAMP)
+	nice -n 10 $(PY) -m bench.peers
+
+# Every part, 5 interleaved repetitions, issue 13's ratios; writes bench/RESULTS.md.
+bench: bench-peers
 	$(PY) -m bench.run
 
-bench-quick: $(STAMP)
+# The same parts at smaller levels, 2 repetitions: a smoke run (RESULTS.md untouched).
+bench-quick: bench-peers
 	$(PY) -m bench.run --quick
 
 lint: $(STAMP)

@@ -1,9 +1,17 @@
-"""A minimal OpenAI-compatible upstream that streams a fixed reply as fast as it can.
+"""A minimal vLLM-like upstream: fixed replies, as cheaply as it can.
 
 It is the thing *not* under test in the gateway benchmark, so it is a bare asyncio
-protocol (no framework): HTTP/1.1 keep-alive, ``POST .../chat/completions`` streamed as
-SSE in one write (chunked encoding) or answered as one JSON body, ``GET .../models`` for
-health checks. Run: ``python -m bench.fake_upstream --port P``.
+protocol (no framework): HTTP/1.1 keep-alive, and
+
+- ``POST .../chat/completions`` with ``max_tokens`` <= 16: a fixed 12-chunk reply streamed
+  as SSE in one write (a burst), or one JSON body;
+- with a larger ``max_tokens``: that many content chunks, one write each, one every
+  ``--pace-ms`` milliseconds (a steady decode, as a busy vLLM streams);
+- ``POST /tokenize``: vLLM's answer (``count``, ``max_model_len``, ``tokens``), counting a
+  token per 4 bytes of the messages, so a gateway pays the round trip production pays;
+- ``GET .../models`` for health checks.
+
+Run: ``python -m bench.fake_upstream --port P [--pace-ms 2]``.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ REPLY_WORDS = [
     " background.",
 ]
 _MODEL = "fake"
+_BURST_MAX = 16
+MAX_MODEL_LEN = 131072
 
 
 def _chunk(payload: bytes) -> bytes:
@@ -122,7 +132,52 @@ _CACHE = _Cache()
 _MODELS = json.dumps({"object": "list", "data": [{"id": _MODEL, "object": "model"}]}).encode()
 
 
+def _tokenize(body: bytes) -> bytes:
+    request = json.loads(body or b"{}")
+    text = json.dumps(request.get("messages") or request.get("prompt") or "")
+    count = len(text) // 4 + 1
+    answer = json.dumps(
+        {"count": count, "max_model_len": MAX_MODEL_LEN, "tokens": list(range(count))}
+    ).encode()
+    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+        len(answer),
+        answer,
+    )
+
+
+_PACED_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+)
+
+
+def _paced_events(model: str, chunks: int, include_usage: bool) -> list[bytes]:
+    """The SSE events of a ``chunks``-token reply, each framed as one HTTP chunk."""
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model}
+    events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
+    events += [
+        {**base, "choices": [{"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None}]}
+        for i in range(chunks)
+    ]
+    last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}
+    if include_usage:
+        last["usage"] = {
+            "prompt_tokens": 20,
+            "completion_tokens": chunks,
+            "total_tokens": 20 + chunks,
+        }
+    events.append(last)
+    frames = [_chunk(b"data: " + json.dumps(e).encode() + b"\n\n") for e in events]
+    frames[-1] += _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+    return frames
+
+
+# Paced replies by (model, chunks, include_usage), built once.
+_PACED: dict[tuple, list[bytes]] = {}
+
+
 class _Protocol(asyncio.Protocol):
+    pace_s = 0.002
+
     def __init__(self) -> None:
         self._buf = b""
 
@@ -146,11 +201,21 @@ class _Protocol(asyncio.Protocol):
                 return
             body = self._buf[end + 4 : end + 4 + length]
             self._buf = self._buf[end + 4 + length :]
-            self._transport.write(self._answer(lines[0], body))
+            answer = self._answer(lines[0], body)
+            if answer is not None:
+                self._transport.write(answer)
 
-    @staticmethod
-    def _answer(request_line: str, body: bytes) -> bytes:
+    def _pace(self, frames: list[bytes], i: int = 0) -> None:
+        if self._transport.is_closing():
+            return
+        self._transport.write(frames[i])
+        if i + 1 < len(frames):
+            asyncio.get_running_loop().call_later(self.pace_s, self._pace, frames, i + 1)
+
+    def _answer(self, request_line: str, body: bytes) -> bytes | None:
         method, path, _ = request_line.split(" ", 2)
+        if method == "POST" and path.rstrip("/").endswith("/tokenize"):
+            return _tokenize(body)
         if method == "GET" and path.rstrip("/").endswith("/models"):
             return (
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
@@ -159,6 +224,14 @@ class _Protocol(asyncio.Protocol):
         if method == "POST" and path.endswith("/chat/completions"):
             request = json.loads(body or b"{}")
             usage = bool((request.get("stream_options") or {}).get("include_usage"))
+            chunks = int(request.get("max_tokens") or 0)
+            if request.get("stream") and chunks > _BURST_MAX:
+                key = (str(request.get("model", _MODEL)), chunks, usage)
+                if key not in _PACED:
+                    _PACED[key] = _paced_events(*key)
+                self._transport.write(_PACED_HEAD)
+                self._pace(_PACED[key])
+                return None
             return _CACHE.response(
                 str(request.get("model", _MODEL)), bool(request.get("stream")), usage
             )
@@ -175,7 +248,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--pace-ms", type=float, default=2.0, help="gap between paced chunks")
     args = parser.parse_args()
+    _Protocol.pace_s = args.pace_ms / 1000
     run_fast(_serve(args.host, args.port))
 
 

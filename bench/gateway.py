@@ -1,15 +1,26 @@
-"""Benchmark 1 (gateway overhead) and 4 (gateway memory).
+"""Benchmark 1 (gateway overhead) and 4 (gateway memory), on a production-like workload.
 
-A fake upstream streams a fixed reply (``bench.fake_upstream``). The same load generator,
-at the same concurrency levels, drives: (a) the upstream directly (the floor), (b) modelhub
-with auth, rate limits and the ledger on, the model pointed at the fake upstream by the
-upstream engine, (c) LiteLLM's proxy with the same model and a master key. Each server runs
-alone (the fake upstream behind it). Added latency is a target's percentile minus the
-floor's at the same concurrency.
+A fake vLLM-like upstream (``bench.fake_upstream``: ``/tokenize``, a 12-chunk burst, or a
+256-chunk stream at a steady pace) sits behind every gateway. Targets, all up at once and
+measured one at a time in a rotating order, every repetition:
+
+- the upstream itself (the floor);
+- modelhub with auth, limits and the ledger on: 1,000 API keys used round-robin over 10
+  contracts (so the per-key auth cache rarely helps), the upstream's ``/tokenize`` called
+  as production calls vLLM's;
+- LiteLLM's proxy with a master key and no database (its virtual keys, budgets and spend
+  logs need PostgreSQL, so it does less bookkeeping than modelhub), at 1 worker and at
+  workers = cores, as separate rows.
+
+Every request asks for ``include_usage``. Levels: closed loop at concurrency 1 (the added
+latency of one request alone) and 16 (the most requests per second), and open-loop
+Poisson arrivals at a fixed rate of burst replies and of paced 256-chunk streams. Added
+latency is a percentile minus the floor's at the same level in the same repetition.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,9 +33,19 @@ from pathlib import Path
 
 from bench.measure import measure
 from bench.peers import LOOPBACK_GUARD, MAIN_PYTHON, Server, free_port, litellm_python, peer_version
-from bench.report import fmt, header, package_version, ratio, table
+from bench.report import package_version
+from bench.stats import summarize
 
-__all__ = ["GatewayResult", "gateway_tables", "memory_table", "run_gateway"]
+__all__ = [
+    "LEVELS",
+    "TARGETS",
+    "GatewayLevel",
+    "GatewayResult",
+    "fake_upstream",
+    "gateway_work",
+    "run_gateway",
+    "start_modelhub",
+]
 
 MODEL = "meta-llama/Llama-3.3-70B-Instruct"
 # LiteLLM picks a tokenizer from the model name to count streamed tokens and downloads some
@@ -32,33 +53,57 @@ MODEL = "meta-llama/Llama-3.3-70B-Instruct"
 # its bundled tiktoken files (and on loopback).
 LITELLM_MODEL = "bench-70b"
 CATALOG_FILE = "llama-3.3-70b-instruct.toml"
-LEVELS = (1, 16, 64)
-BODY = {
-    "model": MODEL,
-    "stream": True,
-    "max_tokens": 64,
-    "messages": [{"role": "user", "content": "Describe the image in one sentence."}],
-}
-TARGETS = ("floor", "modelhub", "litellm")
-LABELS = {
-    "floor": "upstream direct (floor)",
-    "modelhub": "modelhub (auth, limits, ledger)",
-    "litellm": "LiteLLM proxy (master key)",
-}
+CONTRACTS, KEYS = 10, 1000
+CORES = len(os.sched_getaffinity(0))
+TARGETS = ("floor", "modelhub", "litellm-1", f"litellm-{CORES}")
+
+
+@dataclass(frozen=True)
+class GatewayLevel:
+    label: str
+    chunks: int  # 12: one burst; more: paced
+    concurrency: int | None = None
+    rate: float | None = None
+    seconds: float = 5.0
+
+    def items(self, quick: bool) -> int:
+        seconds = self.seconds / 2 if quick else self.seconds
+        if self.rate is not None:
+            return max(1, int(self.rate * seconds))
+        return 100_000  # closed loop: bounded by time
+
+
+LEVELS = (
+    GatewayLevel("burst c=1", 12, concurrency=1, seconds=4.0),
+    GatewayLevel("burst c=16", 12, concurrency=16),
+    GatewayLevel("burst 25 req/s", 12, rate=25.0, seconds=6.0),
+    GatewayLevel("stream-256 5 req/s", 256, rate=5.0, seconds=6.0),
+)
 
 
 @dataclass
 class GatewayResult:
-    levels: dict[str, dict[int, dict]] = field(
-        default_factory=dict
-    )  # target -> concurrency -> result
+    runs: dict[str, dict[str, list[dict]]] = field(default_factory=dict)  # level, target
     rss_idle: dict[str, int] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    flags: dict[str, object] = field(default_factory=dict)
 
 
-def _modelhub(upstream_port: int, work: Path) -> tuple[Server, str, list[str]]:
-    """modelhub serving only the 70B catalog entry (no embedded model loaded), auth on,
-    with a contract whose limits are checked on every request but never reached."""
+@contextmanager
+def fake_upstream() -> Iterator[tuple[Server, int]]:
+    """The fake upstream on a free loopback port, ready to answer."""
+    port = free_port()
+    with Server(
+        "fake-upstream",
+        [str(MAIN_PYTHON), "-m", "bench.fake_upstream", "--port", str(port)],
+        cwd=Path(__file__).resolve().parents[1],
+    ) as upstream:
+        upstream.wait_http(f"http://127.0.0.1:{port}/v1/models")
+        yield upstream, port
+
+
+def start_modelhub(upstream_port: int, work: Path) -> tuple[Server, str, list[list[str]]]:
+    """modelhub serving only the 70B catalog entry (no embedded model loaded), auth on."""
     data, catalog = work / "data", work / "catalog"
     data.mkdir()
     catalog.mkdir()
@@ -68,50 +113,39 @@ def _modelhub(upstream_port: int, work: Path) -> tuple[Server, str, list[str]]:
     env = {
         "MODELHUB_DATA_DIR": str(data),
         "MODELHUB_LOG_LEVEL": "warning",
-        "MODELHUB_BACKENDS": f'{{"{MODEL}": {{"upstreams": ["http://127.0.0.1:{upstream_port}/v1"]}}}}',
+        "MODELHUB_BACKENDS": json.dumps(
+            {MODEL: {"upstreams": [f"http://127.0.0.1:{upstream_port}/v1"]}}
+        ),
     }
-    cli = [str(MAIN_PYTHON.parent / "modelhub")]
-    run_env = {**os.environ, **env}
-    subprocess.run(
-        cli
-        + [
-            "contracts",
-            "create",
-            "bench",
-            "--rps",
-            "1000000",
-            "--burst",
-            "1000000",
-            "--rpm",
-            "1000000000",
-            "--tpm",
-            "1000000000000",
-        ],
-        env=run_env,
-        check=True,
-        capture_output=True,
+    secrets = json.loads(
+        subprocess.run(
+            [str(MAIN_PYTHON), "-m", "bench.provision"]
+            + ["--contracts", str(CONTRACTS), "--keys", str(KEYS)],
+            env={**os.environ, **env},
+            cwd=Path(__file__).resolve().parents[1],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     )
-    out = subprocess.run(
-        cli + ["keys", "create", "--contract", "bench", "--name", "bench"],
-        env=run_env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    key = out.strip().splitlines()[-1].strip()
     port = free_port()
+    cli = str(MAIN_PYTHON.parent / "modelhub")
     server = Server(
-        "gateway-modelhub", cli + ["serve", "--port", str(port), "--catalog", str(catalog)], env=env
+        "gateway-modelhub",
+        [cli, "serve", "--port", str(port), "--catalog", str(catalog)],
+        env=env,
     )
     server.wait_http(f"http://127.0.0.1:{port}/v1/models")
-    return server, f"http://127.0.0.1:{port}/v1/chat/completions", [f"authorization: Bearer {key}"]
+    headers = [[f"authorization: Bearer {s}"] for s in secrets]
+    return server, f"http://127.0.0.1:{port}/v1/chat/completions", headers
 
 
-def _litellm(upstream_port: int, work: Path) -> tuple[Server, str, list[str]]:
-    """LiteLLM's proxy, one worker, no database (its keys and spend logs need PostgreSQL);
-    a master key is required to start, so its auth check runs on every request."""
+def _litellm(upstream_port: int, work: Path, workers: int) -> tuple[Server, str, list[list[str]]]:
+    """LiteLLM's proxy, no database; a master key is required to start, so its auth check
+    runs on every request. Started, not yet waited for: its import takes
+    minutes on a busy machine, in every worker."""
     python = litellm_python()
-    config = work / "litellm.yaml"
+    config = work / f"litellm-{workers}.yaml"
     config.write_text(f"""model_list:
   - model_name: {LITELLM_MODEL}
     litellm_params:
@@ -136,209 +170,97 @@ litellm_settings:
         "USE_PRISMA_MIGRATE": "False",
     }
     server = Server(
-        "gateway-litellm",
-        [
-            str(python.parent / "litellm"),
-            "--config",
-            str(config),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--num_workers",
-            "1",
-        ],
+        f"gateway-litellm-{workers}",
+        [str(python.parent / "litellm"), "--config", str(config)]
+        + ["--host", "127.0.0.1", "--port", str(port), "--num_workers", str(workers)],
         env=env,
     )
-    server.wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=180)
     return (
         server,
         f"http://127.0.0.1:{port}/v1/chat/completions",
-        ["authorization: Bearer sk-bench-master"],
+        [["authorization: Bearer sk-bench-master"]],
     )
 
 
-def _levels(
-    server: Server,
-    url: str,
-    headers: list[str],
-    body: dict,
-    levels: tuple[int, ...],
-    requests: int,
-    duration: float,
-) -> tuple[dict[int, dict], int]:
-    """Warm-up, idle RSS (warm, nothing in flight), then each level."""
-    measure(server, url, [body], concurrency=4, requests=100, duration=10, headers=headers)
-    time.sleep(1.0)
-    idle = server.rss_bytes()
-    results = {}
-    for c in levels:
-        results[c] = measure(
-            server,
-            url,
-            [body],
-            concurrency=c,
-            requests=requests,
-            duration=duration,
-            headers=headers,
-        )
-        r = results[c]
-        print(
-            f"[bench] gateway {server.name} c={c}: {r['completed']} ok, {r['errors']} errors, "
-            f"{r['rps']:.0f} req/s, p50 {r['latency_p50_ms']} ms"
-            + (f" ({r['first_error']})" if r["errors"] else ""),
-            flush=True,
-        )
-    return results, idle
+def gateway_work(target: str, headers: list[list[str]], chunks: int) -> list[list[dict]]:
+    body = {
+        "model": LITELLM_MODEL if target.startswith("litellm") else MODEL,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": chunks,
+        "messages": [{"role": "user", "content": "Describe the image in one sentence."}],
+    }
+    return [[{"body": body, "headers": h}] for h in headers]
 
 
-@contextmanager
-def fake_upstream() -> Iterator[tuple[Server, int]]:
-    """The fake OpenAI upstream on a free loopback port, ready to answer."""
-    port = free_port()
-    with Server(
-        "fake-upstream",
-        [str(MAIN_PYTHON), "-m", "bench.fake_upstream", "--port", str(port)],
-        cwd=Path(__file__).resolve().parents[1],
-    ) as upstream:
-        upstream.wait_http(f"http://127.0.0.1:{port}/v1/models")
-        yield upstream, port
-
-
-def run_gateway(
-    quick: bool, levels: tuple[int, ...] = LEVELS, targets: tuple[str, ...] = TARGETS
-) -> GatewayResult:
-    requests, duration = (300, 10.0) if quick else (3000, 30.0)
-    result = GatewayResult()
-    result.versions = {"modelhub": package_version("modelhub")}
-    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+def run_gateway(quick: bool, repetitions: int) -> GatewayResult:
+    result = GatewayResult(versions={"modelhub": package_version("modelhub")})
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp, fake_upstream() as up:
+        upstream, up_port = up
         work = Path(tmp)
-        with fake_upstream() as (upstream, up_port):
-            for target in targets:
-                if target == "floor":
-                    server, url, headers = (
-                        upstream,
-                        f"http://127.0.0.1:{up_port}/v1/chat/completions",
-                        [],
-                    )
-                elif target == "modelhub":
-                    server, url, headers = _modelhub(up_port, work)
-                else:
-                    server, url, headers = _litellm(up_port, work)
-                    result.versions["litellm"] = peer_version(litellm_python(), "litellm")
-                try:
-                    result.levels[target], result.rss_idle[target] = _levels(
-                        server,
-                        url,
-                        headers,
-                        {**BODY, "model": LITELLM_MODEL} if target == "litellm" else BODY,
-                        levels,
-                        requests,
-                        duration,
-                    )
-                finally:
-                    if server is not upstream:
-                        server.stop()
+        targets: dict[str, tuple[Server, str, list[list[str]]]] = {
+            "floor": (upstream, f"http://127.0.0.1:{up_port}/v1/chat/completions", [[]])
+        }
+        try:
+            targets["modelhub"] = start_modelhub(up_port, work)
+            for workers in sorted({1, CORES}):
+                targets[f"litellm-{workers}"] = _litellm(up_port, work, workers)
+            for name, (server, url, _) in targets.items():
+                if name.startswith("litellm"):
+                    server.wait_http(url.replace("/v1/chat/completions", "/health/liveliness"), 900)
+            result.versions["litellm"] = peer_version(litellm_python(), "litellm")
+            result.flags = {
+                "modelhub": f"auth on, {KEYS} keys over {CONTRACTS} contracts, ledger on",
+                **{
+                    t: f"--num_workers {t.split('-')[1]}, master key, no database"
+                    for t in targets
+                    if t.startswith("litellm")
+                },
+            }
+            for name, (server, url, headers) in targets.items():
+                warm = gateway_work(name, headers, 12)
+                measure(server, url, warm, items=200, concurrency=4, duration=10)
+                time.sleep(0.5)
+                result.rss_idle[name] = server.rss_bytes()
+            names = list(targets)
+            for rep in range(repetitions):
+                order = names[rep % len(names) :] + names[: rep % len(names)]
+                for level in LEVELS:
+                    for name in order:
+                        _run_level(result, name, targets[name], level, quick, rep)
+        finally:
+            for server, _, _ in targets.values():
+                if server is not upstream:
+                    server.stop()
     return result
 
 
-def gateway_tables(result: GatewayResult) -> str:
-    floor = result.levels.get("floor", {})
-    rows = []
-
-    def added(target: str, c: int, key: str) -> float | None:
-        r, f = result.levels.get(target, {}).get(c), floor.get(c)
-        return None if r is None or f is None else r[key] - f[key]
-
-    for c in sorted(next(iter(result.levels.values()), {})):
-        for target in TARGETS:
-            r = result.levels.get(target, {}).get(c)
-            if r is None:
-                continue
-            rows.append(
-                [
-                    c,
-                    LABELS[target],
-                    fmt(r["rps"], 0),
-                    fmt(r["latency_p50_ms"], 2),
-                    fmt(r["latency_p99_ms"], 2),
-                    "-" if target == "floor" else fmt(added(target, c, "latency_p50_ms"), 2),
-                    "-" if target == "floor" else fmt(added(target, c, "latency_p99_ms"), 2),
-                    fmt(r["cpu_ms_per_request"], 2),
-                    f"{r['completed']}/{r['errors']}",
-                ]
-            )
-        ours, theirs = (
-            result.levels.get("modelhub", {}).get(c),
-            result.levels.get("litellm", {}).get(c),
-        )
-        if ours and theirs:
-            rows.append(
-                [
-                    c,
-                    "**modelhub / LiteLLM**",
-                    f"**{ratio(ours['rps'], theirs['rps'])}**",
-                    "",
-                    "",
-                    f"**{ratio(added('modelhub', c, 'latency_p50_ms'), added('litellm', c, 'latency_p50_ms'))}**",
-                    f"**{ratio(added('modelhub', c, 'latency_p99_ms'), added('litellm', c, 'latency_p99_ms'))}**",
-                    f"**{ratio(ours['cpu_ms_per_request'], theirs['cpu_ms_per_request'])}**",
-                    "",
-                ]
-            )
-    return (
-        header("Gateway overhead (fake upstream, streamed 12-chunk reply)", result.versions)
-        + "\n"
-        + table(
-            [
-                "Concurrency",
-                "Target",
-                "req/s",
-                "p50 ms",
-                "p99 ms",
-                "added p50 ms",
-                "added p99 ms",
-                "CPU s / 1k req",
-                "ok/errors",
-            ],
-            rows,
-        )
-        + "\nCPU s / 1k req is the server process tree's user+system time (the floor row: the fake "
-        "upstream's own). Ratio row: modelhub's value over LiteLLM's (req/s: higher is better; the "
-        "rest: lower is better).\n"
+def _run_level(
+    result: GatewayResult,
+    name: str,
+    target: tuple[Server, str, list[list[str]]],
+    level: GatewayLevel,
+    quick: bool,
+    rep: int,
+) -> None:
+    server, url, headers = target
+    seconds = level.seconds / 2 if quick else level.seconds
+    raw = measure(
+        server,
+        url,
+        gateway_work(name, headers, level.chunks),
+        items=level.items(quick),
+        duration=seconds,
+        concurrency=level.concurrency,
+        rate=level.rate,
+        seed=rep,
     )
-
-
-def memory_table(result: GatewayResult) -> str:
-    mib = 2**20
-    rows = []
-    top = max((c for levels in result.levels.values() for c in levels), default=0)
-    for target in TARGETS:
-        if target not in result.rss_idle:
-            continue
-        peak = result.levels[target].get(top, {}).get("rss_peak") if top else None
-        rows.append(
-            [
-                LABELS[target],
-                fmt(result.rss_idle[target] / mib, 0),
-                fmt(peak / mib if peak else None, 0),
-                ratio(result.rss_idle[target], result.rss_idle.get("litellm")),
-                ratio(peak, result.levels.get("litellm", {}).get(top, {}).get("rss_peak")),
-            ]
-        )
-    return (
-        header("Gateway memory (VmRSS of the server process tree)", result.versions)
-        + "\n"
-        + table(
-            [
-                "Target",
-                "RSS idle MiB",
-                f"RSS peak MiB at concurrency {top}",
-                "idle vs LiteLLM",
-                "peak vs LiteLLM",
-            ],
-            rows,
-        )
-        + "\nIdle: after a 100-request warm-up, nothing in flight. Peak: sampled every 100 ms during the "
-        "highest concurrency level.\n"
+    summary = summarize(raw)
+    result.runs.setdefault(level.label, {}).setdefault(name, []).append(summary)
+    print(
+        f"[bench] gateway rep {rep + 1} {level.label} {name}: {summary['completed']} ok, "
+        f"{summary['failed']} failed, {summary['req_per_s']:.0f} req/s, p50 "
+        f"{summary['e2e_p50_ms'] or 0:.2f} ms, CPU {summary['cpu_ms_per_request'] or 0:.2f} ms/req"
+        + (f" ({summary['first_error']})" if summary["failed"] else ""),
+        flush=True,
     )

@@ -7,6 +7,7 @@ import json
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 from bench.peers import BENCH_DIR, MAIN_PYTHON, Server
 
@@ -16,35 +17,29 @@ __all__ = ["measure"]
 def measure(
     server: Server,
     url: str,
-    bodies: list[dict],
+    work: list[list[dict]],
     *,
-    concurrency: int,
-    requests: int,
+    items: int,
     duration: float,
-    headers: list[str] = (),
+    concurrency: int | None = None,
+    rate: float | None = None,
+    max_concurrency: int | None = None,
+    seed: int = 0,
     parse: bool = False,
 ) -> dict:
-    """One load level. Adds ``cpu_s`` (server tree, user + system), ``cpu_ms_per_request`` and
-    ``rss_peak`` (sampled every 100 ms) to the load generator's result."""
+    """One load level (see ``bench.loadgen``): its per-request records and wall time, plus
+    ``cpu_s`` (the server's process tree, user + system) and ``rss_peak`` (sampled every
+    100 ms)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(bodies, f)
-    argv = [
-        str(MAIN_PYTHON),
-        "-m",
-        "bench.loadgen",
-        "--url",
-        url,
-        "--bodies",
-        f.name,
-        "--concurrency",
-        str(concurrency),
-        "--requests",
-        str(requests),
-        "--duration",
-        str(duration),
-    ]
-    for h in headers:
-        argv += ["--header", h]
+        json.dump(work, f)
+    argv = [str(MAIN_PYTHON), "-m", "bench.loadgen", "--url", url, "--work", f.name]
+    argv += ["--items", str(items), "--duration", str(duration), "--seed", str(seed)]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
+    if rate is not None:
+        argv += ["--rate", str(rate)]
+    if max_concurrency is not None:
+        argv += ["--max-concurrency", str(max_concurrency)]
     if parse:
         argv.append("--parse-events")
     cpu_before = server.cpu_seconds()
@@ -59,12 +54,12 @@ def measure(
     finally:
         if proc.poll() is None:  # interrupted: the load generator goes too
             proc.kill()
+        Path(f.name).unlink(missing_ok=True)
     out, err = proc.communicate()
     cpu = server.cpu_seconds() - cpu_before
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed: {err[-2000:]}")
     result = json.loads(out)
     result["cpu_s"] = cpu
-    result["cpu_ms_per_request"] = 1000 * cpu / result["completed"] if result["completed"] else None
     result["rss_peak"] = rss_peak
     return result

@@ -287,3 +287,9 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+if __name__ == "__main__":
+    # ``python -m bench.peers``: build every peer now (``make bench-peers``).
+    for build in (llama_server_binary, llamacpp_server_python, litellm_python):
+        _log(f"ready: {build()}")

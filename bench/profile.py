@@ -16,7 +16,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from bench.gateway import BODY, _modelhub, fake_upstream
+from bench.gateway import fake_upstream, gateway_work, start_modelhub
 from bench.measure import measure
 from bench.peers import OUT_DIR, py_spy
 
@@ -60,6 +60,7 @@ def summarise(collapsed: Path, top: int = 25) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--chunks", type=int, default=12, help="12: burst; more: paced stream")
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--native", action="store_true", help="include C frames (py-spy --native)")
     args = parser.parse_args()
@@ -71,9 +72,10 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp,
         fake_upstream() as (_, up_port),
     ):
-        server, url, headers = _modelhub(up_port, Path(tmp))
+        server, url, headers = start_modelhub(up_port, Path(tmp))
+        work = gateway_work("modelhub", headers, args.chunks)
         with server:
-            measure(server, url, [BODY], concurrency=4, requests=100, duration=10, headers=headers)
+            measure(server, url, work, items=100, concurrency=4, duration=10)
             before = thread_cpu(server.pid)
             recorder = subprocess.Popen(
                 [
@@ -97,12 +99,11 @@ def main() -> None:
             )
             load = threading.Thread(
                 target=measure,
-                args=(server, url, [BODY]),
+                args=(server, url, work),
                 kwargs={
                     "concurrency": args.concurrency,
-                    "requests": 10**9,
+                    "items": 10**9,
                     "duration": args.seconds,
-                    "headers": headers,
                 },
             )
             load.start()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
+import subprocess
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-__all__ = ["fmt", "header", "machine", "package_version", "ratio", "table"]
+__all__ = ["commit", "fmt", "header", "machine", "package_version", "ratio", "table"]
 
 
 def package_version(name: str) -> str:
@@ -39,10 +41,32 @@ def machine() -> str:
     )
 
 
-def header(title: str, versions: dict[str, str]) -> str:
+def commit() -> str:
+    """The tree measured: its commit, and whether files differed from it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=False
+        )
+        return out.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "?"
+    return head + (
+        " plus uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    )
+
+
+def header(title: str, versions: dict[str, str], flags: dict[str, object] | None = None) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     vers = ", ".join(f"{k} {v}" for k, v in versions.items())
-    return f"### {title}\n\n- Machine: {machine()}\n- Date: {now}\n- Versions: {vers}\n"
+    text = (
+        f"### {title}\n\n- Machine: {machine()}\n- Date: {now}\n- Commit: {commit()}\n"
+        f"- Versions: {vers}\n"
+    )
+    for name, value in (flags or {}).items():
+        text += f"- Flags of {name}: `{value if isinstance(value, str) else json.dumps(value)}`\n"
+    return text
 
 
 def fmt(value: float | None, digits: int = 1) -> str:

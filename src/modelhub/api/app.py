@@ -9,13 +9,24 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from modelhub import __version__
+from modelhub.api.access_log import AccessLogMiddleware
 from modelhub.api.bodylimit import BodyLimitMiddleware
 from modelhub.api.deps import Hub
 from modelhub.api.errors import install_error_handlers
 from modelhub.api.openapi import install_openapi
-from modelhub.api.routes import chat, models, ops, tokenize, unsupported, usage
+from modelhub.api.routes import (
+    admin,
+    chat,
+    completions,
+    models,
+    ops,
+    tokenize,
+    unsupported,
+    usage,
+)
 from modelhub.api.server import Drain, DrainMiddleware
 from modelhub.catalog import Catalog, Clock, load_cards
+from modelhub.console import console_app
 from modelhub.metrics import Metrics
 from modelhub.platform import Platform
 from modelhub.platform.admin_tokens import AdminTokenStore
@@ -86,9 +97,12 @@ def create_app(
     )
     install_error_handlers(app)
     app.state.drain = Drain()
+    # The last added is the outermost: the access log sees every response, 413s included.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(DrainMiddleware, drain=app.state.drain)
-    for module in (chat, models, tokenize, usage, unsupported, ops):
+    app.add_middleware(AccessLogMiddleware, metrics=metrics)
+    for module in (chat, completions, models, tokenize, usage, unsupported, ops, admin):
         app.include_router(module.router)
+    app.mount("/console", console_app(), name="console")
     install_openapi(app)
     return app

@@ -36,6 +36,9 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     top_logprobs: int | None = None  # None: no logprobs at all
     grammar: str | None = None
+    # vLLM's and llama-server's ``ignore_eos``: generate max_tokens whatever the model says
+    # (benchmarks need equal output lengths on every server).
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)

@@ -236,6 +236,11 @@ class LlamaCppEngine:
     def max_context(self) -> int:
         return self.context
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids a prompt may hold are 0 .. vocab_size - 1 (0 before start)."""
+        return self._n_vocab
+
     def stats(self) -> EngineStats:
         return EngineStats(
             queued=self._sched.queued,

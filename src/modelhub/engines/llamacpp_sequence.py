@@ -247,7 +247,7 @@ class Sequence:
         """Record a sampled token and emit it; True when the sequence is finished.
         ``logits`` (the row it was sampled from) is needed only for logprobs."""
         self.generated += 1
-        if llama_cpp.llama_vocab_is_eog(vocab, token):
+        if not self.job.params.ignore_eos and llama_cpp.llama_vocab_is_eog(vocab, token):
             self.finish("stop")
             return True
         logprob, top = None, ()

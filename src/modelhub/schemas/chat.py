@@ -197,6 +197,8 @@ class ChatCompletionRequest(BaseModel):
     response_format: ResponseFormat | None = None
     # Reasoning parameters are named so that a model without reasoning can refuse them.
     reasoning_effort: str | None = None
+    # vLLM's extra parameter: keep generating past end-of-sequence, up to max_tokens.
+    ignore_eos: bool = False
 
     @property
     def ignored_fields(self) -> list[str]:

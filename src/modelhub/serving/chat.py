@@ -34,7 +34,13 @@ from modelhub.serving.accounting import Accounting, RequestAccount
 from modelhub.serving.backends.base import ChoiceEvent, RequestJob
 from modelhub.serving.deployment import Deployment
 from modelhub.serving.merge import merge
-from modelhub.serving.prepare import PreparedChat, PromptStage, Resolved, estimate_prompt_tokens
+from modelhub.serving.prepare import (
+    Encoded,
+    PreparedChat,
+    PromptStage,
+    Resolved,
+    estimate_prompt_tokens,
+)
 from modelhub.serving.render import ChunkRenderer, CompletionBuilder
 from modelhub.settings import Settings
 
@@ -77,13 +83,67 @@ class ChatService:
             log.debug("ignoring unknown request fields: %s", ", ".join(request.ignored_fields))
         completion_id = new_completion_id()
         resolved = self._prompts.resolve(request)
-        reservation = await self._admit(completion_id, request, principal, resolved, received_at)
+        estimate = estimate_prompt_tokens(request)
+        reservation = await self._admit(
+            completion_id, request, principal, resolved, received_at, estimate
+        )
         try:
             encoded = await self._prompts.encode(resolved, request)
             max_tokens = self._prompts.max_tokens(resolved, request, encoded.prompt)
         except BaseException:
             await reservation.release()
             raise
+        return self._prepared(
+            completion_id,
+            request,
+            principal,
+            received_at,
+            resolved,
+            encoded,
+            max_tokens,
+            reservation,
+        )
+
+    async def prepare_tokens(
+        self, request: ChatCompletionRequest, prompt: list[int] | str, principal: Principal
+    ) -> PreparedChat:
+        """``/v1/completions``: a prompt of token ids (or raw text), through chat's limits,
+        run and accounting; ``request`` carries the sampling parameters."""
+        received_at = datetime.now(UTC)
+        completion_id = new_completion_id().replace("chatcmpl-", "cmpl-")
+        resolved = self._prompts.resolve(request)
+        estimate = len(prompt) if isinstance(prompt, list) else len(prompt) // 4 + 1
+        reservation = await self._admit(
+            completion_id, request, principal, resolved, received_at, estimate
+        )
+        try:
+            encoded = await anyio.to_thread.run_sync(self._prompts.token_prompt, resolved, prompt)
+            max_tokens = self._prompts.max_tokens(resolved, request, encoded.prompt)
+        except BaseException:
+            await reservation.release()
+            raise
+        return self._prepared(
+            completion_id,
+            request,
+            principal,
+            received_at,
+            resolved,
+            encoded,
+            max_tokens,
+            reservation,
+        )
+
+    @staticmethod
+    def _prepared(
+        completion_id: str,
+        request: ChatCompletionRequest,
+        principal: Principal,
+        received_at: datetime,
+        resolved: Resolved,
+        encoded: Encoded,
+        max_tokens: int,
+        reservation: Reservation,
+    ) -> PreparedChat:
         return PreparedChat(
             id=completion_id,
             request=request,
@@ -105,10 +165,10 @@ class ChatService:
         principal: Principal,
         resolved: Resolved,
         received_at: datetime,
+        estimate: int,
     ) -> Reservation:
         """Reserve the worst case against the contract's limits (429 if over), before any
         image is fetched or prompt encoded; it is reconciled to what was used."""
-        estimate = estimate_prompt_tokens(request)
         per_choice = resolved.asked_max_tokens or max(resolved.served.max_context - estimate, 1)
         try:
             return await self._platform.reserve(

@@ -15,7 +15,11 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from modelhub.errors import ContextLengthExceededError, InvalidRequestError
+from modelhub.errors import (
+    ContextLengthExceededError,
+    EndpointNotSupportedError,
+    InvalidRequestError,
+)
 from modelhub.formats.base import EncodedPrompt
 from modelhub.formats.conversation import Conversation
 from modelhub.media import load_images
@@ -141,6 +145,28 @@ class PromptStage:
                 param=param if asked else "messages",
             )
         return asked or min(window - prompt.prompt_tokens, per_choice_cap)
+
+    def token_prompt(self, resolved: Resolved, prompt: list[int] | str) -> Encoded:
+        """A prompt given as token ids, or as text the model's own tokenizer encodes as it
+        is (``/v1/completions``): no chat format, no images. Only an engine that holds the
+        vocabulary here can take it."""
+        engine = getattr(resolved.served.backend, "engine", None)
+        vocab = getattr(engine, "vocab_size", 0)
+        if not vocab:
+            raise EndpointNotSupportedError(
+                f"The model '{resolved.served.card.id}' does not support text completions "
+                "(/v1/completions) on this hub; use /v1/chat/completions.",
+                param="model",
+            )
+        if isinstance(prompt, str):
+            ids = engine.tokenizer.encode(prompt, add_bos=True)
+        elif all(0 <= t < vocab for t in prompt):
+            ids = list(prompt)
+        else:
+            raise InvalidRequestError(
+                f"Every prompt token id must be between 0 and {vocab - 1}.", param="prompt"
+            )
+        return Encoded(Conversation(turns=()), {}, EncodedPrompt(token_ids=ids))
 
     async def count(self, resolved: Resolved, request: ChatCompletionRequest) -> dict:
         """``/tokenize`` and ``modelhub tokenize``: chat's own path up to the exact count."""

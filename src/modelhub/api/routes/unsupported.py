@@ -20,7 +20,6 @@ _ENDPOINTS = {
     "/v1/audio/transcriptions": "audio transcription",
     "/v1/audio/translations": "audio translation",
     "/v1/audio/speech": "speech synthesis",
-    "/v1/completions": "legacy text completions",
 }
 
 

@@ -47,6 +47,7 @@ def sampling_params(job: RequestJob, index: int) -> SamplingParams:
         frequency_penalty=request.frequency_penalty,
         top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         grammar=job.prompt.grammar,
+        ignore_eos=request.ignore_eos,
     )
 
 
