@@ -2,33 +2,33 @@
 
 from __future__ import annotations
 
-from modelhub.engines.upstream import UpstreamEngine
 from modelhub.metrics import Metrics
 from modelhub.schemas.admin import BackendStatus, ModelStatus, ReplicaStatus
+from modelhub.serving.backends import UpstreamBackend
 from modelhub.serving.deployment import Deployment
 
 __all__ = ["backends", "live_status"]
 
 
 def backends(deployment: Deployment) -> list[BackendStatus]:
-    """Every catalog model: its engine (None when not served), load and replicas."""
+    """Every catalog model: its backend (None when not served), load and replicas."""
     rows = []
     for served in deployment:
-        engine = served.engine
-        stats = engine.stats() if engine is not None else None
+        backend = served.backend
+        stats = backend.stats() if backend is not None else None
         replicas = (
             [
                 ReplicaStatus(url=r.url, healthy=r.healthy, outstanding=r.outstanding)
-                for r in engine.pool.replicas
+                for r in backend.pool.replicas
             ]
-            if isinstance(engine, UpstreamEngine)
+            if isinstance(backend, UpstreamBackend)
             else []
         )
         rows.append(
             BackendStatus(
                 model=served.card.id,
-                engine=engine.name if engine is not None else None,
-                ready=bool(engine is not None and engine.ready),
+                engine=backend.name if backend is not None else None,
+                ready=bool(backend is not None and backend.ready),
                 queued=stats.queued if stats else 0,
                 running=stats.running if stats else 0,
                 slots=stats.slots if stats else 0,
