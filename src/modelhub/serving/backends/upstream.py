@@ -284,11 +284,11 @@ class UpstreamBackend:
         if usage is None:
             raise UpstreamError("The model's engine sent no usage; the request cannot be billed.")
         self._check_count(job.prompt, usage["prompt_tokens"])
-        if called and finish_reason == "stop":
-            finish_reason = "tool_calls"  # vLLM says "stop" after a named tool choice
-        if finish_reason not in ("stop", "length", "tool_calls"):
-            finish_reason = "stop"
-        yield ChoiceEnd(finish_reason, usage["completion_tokens"], usage["prompt_tokens"])
+        yield ChoiceEnd(
+            _finish_reason(finish_reason, called, usage["completion_tokens"] >= job.max_tokens),
+            usage["completion_tokens"],
+            usage["prompt_tokens"],
+        )
 
     def _check_count(self, prompt: EncodedPrompt, upstream_count: int) -> None:
         if (
@@ -297,6 +297,15 @@ class UpstreamBackend:
             and upstream_count != prompt.prompt_tokens
         ):
             self._on_mismatch(prompt.prompt_tokens, upstream_count)
+
+
+def _finish_reason(said: str, called: bool, exhausted: bool) -> str:
+    """The hub's one rule, whatever the upstream's: a call cut by ``max_tokens`` is
+    ``length`` (vLLM says ``tool_calls``), a whole call is ``tool_calls`` (vLLM says ``stop``
+    after a named tool choice)."""
+    if called:
+        return "length" if exhausted or said == "length" else "tool_calls"
+    return said if said in ("stop", "length") else "stop"
 
 
 def _message(raw: str) -> str:
