@@ -159,7 +159,7 @@ def test_gateway_answers_as_the_engine_does(engine, gateway, case, stream):
     direct = _comparable(_ask(engine.base_url, CASES[case], stream))
     relayed = _comparable(_ask(gateway.base_url, CASES[case], stream))
     assert relayed == direct
-    if case.startswith("tool_choice"):
+    if case in ("tool_choice required", "tool_choice named"):
         assert relayed["choices"][0]["tool_calls"], relayed
     if case == "truncated forced call":
         assert relayed["choices"][0]["finish_reason"] == "length"
