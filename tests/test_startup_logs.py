@@ -12,6 +12,8 @@ from tests.conftest import DEMO_MODEL
 from tests.processes import spawn_modelhub
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+# A process imports everything and loads the demo model: minutes on a busy 2-core machine.
+_START_S = 400
 
 
 def _chat(base_url: str, key: str | None, **headers) -> httpx.Response:
@@ -27,7 +29,8 @@ def _chat(base_url: str, key: str | None, **headers) -> httpx.Response:
 @pytest.fixture(scope="module")
 def text_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("logs-text")
-    server = spawn_modelhub(tmp, env={"MODELHUB_LOG_LEVEL": "info"}).start()
+    server = spawn_modelhub(tmp, env={"MODELHUB_LOG_LEVEL": "info"}).start(wait=False)
+    server.wait_ready(timeout=_START_S)
     yield server
     server.stop()
 
@@ -39,7 +42,8 @@ def json_server(tmp_path_factory):
         tmp,
         extra_args=["--no-auth"],
         env={"MODELHUB_LOG_LEVEL": "info", "MODELHUB_LOG_FORMAT": "json"},
-    ).start()
+    ).start(wait=False)
+    server.wait_ready(timeout=_START_S)
     yield server
     server.stop()
 

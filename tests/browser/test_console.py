@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
 
@@ -203,6 +204,11 @@ def test_the_usage_chart_changes_after_a_request(page, hub, tmp_path):
     expect(charts).to_have_attribute("data-requests", str(before + 1))
     assert tokens_chart.screenshot() != pixels_before
     expect(page.locator("#usage-table")).to_contain_text(DEMO_MODEL)
+    with page.expect_download() as download:
+        page.click("#usage-csv")
+    rows = list(csv.DictReader(download.value.path().read_text().splitlines()))
+    assert {row["model"] for row in rows} >= {DEMO_MODEL}
+    assert sum(int(row["requests"]) for row in rows) == before + 1
     page.screenshot(path=tmp_path / "usage.png", full_page=True)
 
 
@@ -231,6 +237,11 @@ def test_suspend_resume_and_revoke_from_the_console(page, hub, tmp_path):
     contract.locator("input[name=key-name]").fill("temporary")
     contract.get_by_role("button", name="Create key").click()
     key = page.locator("#new-key").inner_text()
+
+    contract.get_by_role("button", name="Edit limits").click()
+    contract.locator("input[name=tpm]").fill("5000")
+    contract.get_by_role("button", name="Save").click()
+    expect(contract.locator(".limits")).to_have_text("Tokens/min 5000")
 
     contract.get_by_role("button", name="Suspend").click()
     expect(contract.locator("header .badge")).to_have_text("suspended")
