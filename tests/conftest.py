@@ -9,8 +9,10 @@ import pytest
 from modelhub.settings import Settings, default_catalog_dir
 from tests.platform.servers import PostgresCluster, RedisServer
 from tests.servers import RunningServer, start_server
+from tests.vllm_double import VllmDouble
 
 DATA = Path(__file__).parent / "data"
+CACHE = Path.home() / ".cache" / "modelhub"
 DEMO_MODEL = "google/gemma-3-270m"
 MISTRAL = "mistralai/Mistral-Small-24B-Instruct"
 # A schema that forces a long answer: the generation runs until the client leaves (the demo
@@ -31,7 +33,7 @@ LONG_ANSWER = {
 def make_settings(tmp: Path, **overrides) -> Settings:
     base = {
         "data_dir": tmp / "data",
-        "cache_dir": Path.home() / ".cache" / "modelhub",
+        "cache_dir": CACHE,
         "catalog_dir": default_catalog_dir(),
         "auth": False,
         "engine_slots": 8,
@@ -39,6 +41,14 @@ def make_settings(tmp: Path, **overrides) -> Settings:
         "engine_queue": 32,
     }
     return Settings(**{**base, **overrides})
+
+
+@pytest.fixture
+def vllm_double() -> VllmDouble:
+    """A vLLM-shaped upstream serving Mistral Small 3.2 (see ``tests/vllm_double.py``)."""
+    double = VllmDouble(CACHE).start()
+    yield double
+    double.stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import uvicorn
 from modelhub.api.app import create_app
 from modelhub.settings import Settings
 
-__all__ = ["MovableClock", "RunningServer", "start_server"]
+__all__ = ["MovableClock", "RunningServer", "serve_in_thread", "start_server"]
 
 
 class MovableClock:
@@ -42,10 +42,8 @@ class RunningServer:
         self.thread.join(timeout=60)
 
 
-def start_server(
-    settings: Settings, *, clock: MovableClock | None = None, **app_kwargs
-) -> RunningServer:
-    app = create_app(settings, clock=clock, **app_kwargs)
+def serve_in_thread(app) -> tuple[str, uvicorn.Server, threading.Thread]:
+    """Any ASGI app on a free loopback port, in a daemon thread; returns once it listens."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -61,4 +59,11 @@ def start_server(
         if time.monotonic() > deadline:
             raise TimeoutError("the test server did not start within 120 s")
         time.sleep(0.05)
-    return RunningServer(f"http://127.0.0.1:{port}", settings, server, thread)
+    return f"http://127.0.0.1:{port}", server, thread
+
+
+def start_server(
+    settings: Settings, *, clock: MovableClock | None = None, **app_kwargs
+) -> RunningServer:
+    base_url, server, thread = serve_in_thread(create_app(settings, clock=clock, **app_kwargs))
+    return RunningServer(base_url, settings, server, thread)
