@@ -4,7 +4,6 @@ mistral-common does, and fills exactly the positions mistral-common counts for a
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import io
 import logging
 from pathlib import Path
@@ -19,21 +18,7 @@ from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 from PIL import Image
 
 from modelhub.engines.llamacpp_vision import ImageKVFullError, VisionEncoder
-
-SCRIPT = Path(__file__).parents[2] / "scripts" / "make_tiny_mistral.py"
-CACHE = Path.home() / ".cache" / "modelhub" / "tiny-mistral"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("make_tiny_mistral", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return _script().make_tiny_mistral(CACHE)
+from tests.conftest import TINY_MISTRAL_CACHE, tiny_mistral_script
 
 
 def _context(model, n_ctx: int):
@@ -45,12 +30,12 @@ def _context(model, n_ctx: int):
 
 
 @pytest.fixture(scope="module")
-def llama(tiny):
+def llama(tiny_mistral):
     """(model, context) through the low-level API, as the embedded engine holds them."""
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     llama_cpp.llama_backend_init()
     model = llama_cpp.llama_model_load_from_file(
-        str(tiny[0]).encode(), llama_cpp.llama_model_default_params()
+        str(tiny_mistral[0]).encode(), llama_cpp.llama_model_default_params()
     )
     ctx = _context(model, 4096)
     yield model, ctx
@@ -59,15 +44,15 @@ def llama(tiny):
 
 
 @pytest.fixture(scope="module")
-def vision(tiny, llama):
-    with VisionEncoder(tiny[1], llama[0], n_threads=2) as encoder:
+def vision(tiny_mistral, llama):
+    with VisionEncoder(tiny_mistral[1], llama[0], n_threads=2) as encoder:
         yield encoder
 
 
-def test_the_gguf_loads_and_tokenizes_like_mistral_common(tiny):
-    gguf_path, _, tekken = tiny
+def test_the_gguf_loads_and_tokenizes_like_mistral_common(tiny_mistral):
+    gguf_path, _, tekken = tiny_mistral
     text = "Hello, world! Héllo 1234 ünïcödé [TOOL_CALLS] not special in user text\n\tend"
-    found = _script().check_tiny_mistral(gguf_path, tekken, text)
+    found = tiny_mistral_script().check_tiny_mistral(gguf_path, tekken, text)
     assert found["llama_cpp"] == found["mistral_common"]
     assert found["n_vocab"] == 131_072
     assert found["eos"] == 2
@@ -75,9 +60,9 @@ def test_the_gguf_loads_and_tokenizes_like_mistral_common(tiny):
     assert found["controls"] == {name: name for name in found["controls"]}
 
 
-def test_generation_reuses_the_cached_files(tiny):
-    again = _script().make_tiny_mistral(CACHE)
-    assert again == tiny
+def test_generation_reuses_the_cached_files(tiny_mistral):
+    again = tiny_mistral_script().make_tiny_mistral(TINY_MISTRAL_CACHE)
+    assert again == tiny_mistral
     assert all(path.exists() for path in again)
 
 
@@ -108,10 +93,12 @@ def _clear(ctx, seq_id: int) -> None:
 
 
 @pytest.mark.parametrize("size", [(96, 96), (16, 16), (300, 200), (57, 1000), (1600, 900)])
-def test_an_image_fills_exactly_the_positions_mistral_common_counts(tiny, llama, vision, size):
+def test_an_image_fills_exactly_the_positions_mistral_common_counts(
+    tiny_mistral, llama, vision, size
+):
     _, ctx = llama
     image = _seed_ico() if size == (96, 96) else Image.new("RGB", size, (10, 200, 30))
-    expected = _mistral_common_image_tokens(tiny[2], image)
+    expected = _mistral_common_image_tokens(tiny_mistral[2], image)
     assert vision.n_tokens(image) == expected
     _clear(ctx, 1)
     n_past = vision.eval_image(ctx, image, seq_id=1, n_past=7, n_batch=512)
@@ -172,7 +159,7 @@ def _decode_text(ctx, tokens: list[int], seq_id: int, n_past: int) -> int:
     return n_past + len(tokens)
 
 
-def test_a_prompt_with_images_decodes_to_exactly_its_token_count(tiny, llama, vision):
+def test_a_prompt_with_images_decodes_to_exactly_its_token_count(tiny_mistral, llama, vision):
     """The engine's walk: text ids up to each PromptImage, the image, the rest. Two images
     side by side in one message, one in a later turn."""
     from modelhub.formats.mistral import MistralFormat
@@ -192,7 +179,7 @@ def test_a_prompt_with_images_decodes_to_exactly_its_token_count(tiny, llama, vi
         "messages[0].content[2]": Image.new("RGB", (20, 20), (0, 200, 0)),
         "messages[2].content[0]": _seed_ico(),
     }
-    prompt = MistralFormat(tiny[2], CACHE).encode(request, images)
+    prompt = MistralFormat(tiny_mistral[2], TINY_MISTRAL_CACHE).encode(request, images)
     assert [p.location for p in prompt.images] == list(images)
     assert sum(p.n_tokens for p in prompt.images) == prompt.image_tokens
     assert [p.n_tokens for p in prompt.images] == [vision.n_tokens(i) for i in images.values()]
@@ -254,7 +241,7 @@ CITY = {
 }
 
 
-def test_json_schema_output_parses_and_validates(tiny, llama):
+def test_json_schema_output_parses_and_validates(tiny_mistral, llama):
     import json
 
     import jsonschema
@@ -263,7 +250,7 @@ def test_json_schema_output_parses_and_validates(tiny, llama):
     from modelhub.schemas.chat import ChatCompletionRequest as Request
 
     model, ctx = llama
-    fmt = MistralFormat(tiny[2], CACHE)
+    fmt = MistralFormat(tiny_mistral[2], TINY_MISTRAL_CACHE)
     request = Request(
         model="m",
         messages=[{"role": "user", "content": "Plan a trip."}],
@@ -274,7 +261,7 @@ def test_json_schema_output_parses_and_validates(tiny, llama):
     jsonschema.validate(json.loads(text), CITY)
 
 
-def test_a_forced_tool_call_parses_into_valid_arguments(tiny, llama):
+def test_a_forced_tool_call_parses_into_valid_arguments(tiny_mistral, llama):
     """(With parallel calls allowed, a random model never stops calling: one call here.)"""
     import json
 
@@ -284,7 +271,7 @@ def test_a_forced_tool_call_parses_into_valid_arguments(tiny, llama):
     from modelhub.schemas.chat import ChatCompletionRequest as Request
 
     model, ctx = llama
-    fmt = MistralFormat(tiny[2], CACHE)
+    fmt = MistralFormat(tiny_mistral[2], TINY_MISTRAL_CACHE)
     tools = [
         {"type": "function", "function": {"name": "plan_trip", "parameters": CITY}},
         {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},

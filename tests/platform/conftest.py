@@ -7,7 +7,7 @@ import pytest
 from redis import Redis
 
 from modelhub.platform import Platform
-from modelhub.settings import Settings
+from tests.conftest import make_settings
 
 _databases = itertools.count()
 
@@ -45,20 +45,12 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def make_settings(tmp_path: Path, **overrides) -> Settings:
-    # Key lookups uncached: these tests check each change takes effect at once.
-    base = {
-        "data_dir": tmp_path / "data",
-        "auth": True,
-        "ledger_flush_interval_s": 0.05,
-        "auth_cache_ttl_s": 0,
-    }
-    return Settings(**{**base, **overrides})
-
-
 @pytest.fixture
 async def platform(tmp_path, database_url):
     """A Platform on each database, memory limiter, real clock."""
-    opened = await Platform.open(make_settings(tmp_path, database_url=database_url))
+    # Key lookups uncached: these tests check each change takes effect at once.
+    opened = await Platform.open(
+        make_settings(tmp_path, auth=True, database_url=database_url, auth_cache_ttl_s=0)
+    )
     yield opened
     await opened.close()

@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 
 from modelhub.platform import Limits, Platform, Price, Principal, UsageRecord
 from modelhub.platform.tables import usage
-from tests.platform.conftest import make_settings
+from tests.conftest import make_settings
+from tests.polling import poll_until_async
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -57,22 +58,23 @@ async def principal(platform: Platform, name: str = "acme", **kwargs) -> Princip
     return await platform.authenticate(f"Bearer {secret}", None)
 
 
-async def eventually(check, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_rows_land_in_batches_off_the_request_path(tmp_path, database_url):
     platform = await Platform.open(
-        make_settings(tmp_path, database_url=database_url, ledger_batch_size=64)
+        make_settings(
+            tmp_path,
+            auth=True,
+            database_url=database_url,
+            ledger_batch_size=64,
+            auth_cache_ttl_s=0,
+        )
     )
     try:
         who = await principal(platform)
         for i in range(300):
             platform.record(row(f"chatcmpl-{i}", who))  # returns at once
-        await eventually(lambda: _equals(rows_in(platform), (300, 3000, 1500)))
+        assert await poll_until_async(lambda: _equals(rows_in(platform), (300, 3000, 1500))), (
+            "condition not reached in time"
+        )
     finally:
         await platform.close()
 
@@ -106,7 +108,13 @@ async def test_cost_from_contract_prices(platform: Platform):
 
 
 async def test_close_flushes(tmp_path, database_url):
-    settings = make_settings(tmp_path, database_url=database_url, ledger_flush_interval_s=3600)
+    settings = make_settings(
+        tmp_path,
+        auth=True,
+        database_url=database_url,
+        ledger_flush_interval_s=3600,
+        auth_cache_ttl_s=0,
+    )
     platform = await Platform.open(settings)
     who = await principal(platform)
     for i in range(10):
@@ -120,7 +128,12 @@ async def test_close_flushes(tmp_path, database_url):
 
 
 async def test_database_outage_spools_and_replays(tmp_path, postgres):
-    settings = make_settings(tmp_path, database_url=postgres.create_database("outage"))
+    settings = make_settings(
+        tmp_path,
+        auth=True,
+        database_url=postgres.create_database("outage"),
+        auth_cache_ttl_s=0,
+    )
     spool = settings.data_dir / "ledger-spool"
     platform = await Platform.open(settings)
     try:
@@ -142,14 +155,21 @@ async def test_database_outage_spools_and_replays(tmp_path, postgres):
             postgres.start()
         platform.record(row("chatcmpl-150", who))
         platform.record(row("chatcmpl-3", who))  # a duplicate of a row written before the outage
-        await eventually(lambda: _equals(rows_in(platform), (151, 1510, 755)))
+        assert await poll_until_async(lambda: _equals(rows_in(platform), (151, 1510, 755))), (
+            "condition not reached in time"
+        )
         assert not list(spool.glob("*.jsonl"))
     finally:
         await platform.close()
 
 
 async def test_spool_left_at_shutdown_replays_on_next_start(tmp_path, postgres):
-    settings = make_settings(tmp_path, database_url=postgres.create_database("shutdown"))
+    settings = make_settings(
+        tmp_path,
+        auth=True,
+        database_url=postgres.create_database("shutdown"),
+        auth_cache_ttl_s=0,
+    )
     platform = await Platform.open(settings)
     who = await principal(platform)
     postgres.stop()
@@ -168,6 +188,8 @@ async def test_spool_left_at_shutdown_replays_on_next_start(tmp_path, postgres):
     )
     platform = await Platform.open(settings)
     try:
-        await eventually(lambda: _equals(rows_in(platform), (20, 200, 100)))
+        assert await poll_until_async(lambda: _equals(rows_in(platform), (20, 200, 100))), (
+            "condition not reached in time"
+        )
     finally:
         await platform.close()
