@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import importlib.util
+from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 import openai
@@ -9,8 +12,11 @@ import pytest
 from modelhub.settings import Settings, default_catalog_dir
 from tests.platform.servers import PostgresCluster, RedisServer
 from tests.servers import RunningServer, start_server
+from tests.vllm_double import VllmDouble
 
 DATA = Path(__file__).parent / "data"
+CACHE = Path.home() / ".cache" / "modelhub"
+TINY_MISTRAL_CACHE = CACHE / "tiny-mistral"
 DEMO_MODEL = "google/gemma-3-270m"
 MISTRAL = "mistralai/Mistral-Small-24B-Instruct"
 # A schema that forces a long answer: the generation runs until the client leaves (the demo
@@ -28,22 +34,51 @@ LONG_ANSWER = {
 }
 
 
-def make_settings(tmp: Path, **overrides) -> Settings:
+def make_settings(tmp: Path, *, auth: bool, **overrides) -> Settings:
+    """The one test settings factory. ``auth`` has no default: every test says whether its
+    server checks API keys."""
     base = {
         "data_dir": tmp / "data",
-        "cache_dir": Path.home() / ".cache" / "modelhub",
+        "cache_dir": CACHE,
         "catalog_dir": default_catalog_dir(),
-        "auth": False,
+        "auth": auth,
         "engine_slots": 8,
         "engine_context": 4096,
         "engine_queue": 32,
+        # Ledger rows visible within moments, for the tests that read them back.
+        "ledger_flush_interval_s": 0.05,
     }
     return Settings(**{**base, **overrides})
 
 
+@cache
+def tiny_mistral_script() -> ModuleType:
+    """``scripts/make_tiny_mistral.py``, which is a script rather than a package module."""
+    path = Path(__file__).parents[1] / "scripts" / "make_tiny_mistral.py"
+    spec = importlib.util.spec_from_file_location("make_tiny_mistral", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tiny_mistral() -> tuple[Path, Path, Path]:
+    """The tiny random Mistral Small 3.2: (GGUF, vision projector, tekken.json), made once
+    and cached across runs."""
+    return tiny_mistral_script().make_tiny_mistral(TINY_MISTRAL_CACHE)
+
+
+@pytest.fixture
+def vllm_double() -> VllmDouble:
+    """A vLLM-shaped upstream serving Mistral Small 3.2 (see ``tests/vllm_double.py``)."""
+    double = VllmDouble(CACHE).start()
+    yield double
+    double.stop()
+
+
 @pytest.fixture(scope="session")
 def demo_server(tmp_path_factory) -> RunningServer:
-    server = start_server(make_settings(tmp_path_factory.mktemp("demo")))
+    server = start_server(make_settings(tmp_path_factory.mktemp("demo"), auth=False))
     yield server
     server.stop()
 
@@ -54,6 +89,7 @@ def tight_server(tmp_path_factory) -> RunningServer:
     server = start_server(
         make_settings(
             tmp_path_factory.mktemp("tight"),
+            auth=False,
             engine_slots=1,
             engine_queue=0,
             max_body_bytes=64 * 1024,

@@ -65,7 +65,9 @@ def lifecycle(tmp_path_factory):
     Path(catalog / "ageing.toml").write_text(card)
     clock = MovableClock()
     server = start_server(
-        make_settings(tmp_path_factory.mktemp("life"), catalog_dir=catalog, engine_slots=2),
+        make_settings(
+            tmp_path_factory.mktemp("life"), auth=False, catalog_dir=catalog, engine_slots=2
+        ),
         clock=clock,
     )
     yield server, clock

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from tests.conftest import DATA, DEMO_MODEL, LONG_ANSWER
+from tests.polling import poll_until
+from tests.sse import DONE, sse_data
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -75,10 +76,11 @@ def test_stream_with_usage_follows_openai_chunk_order(http):
     with http.stream("POST", "/v1/chat/completions", json=body) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
-        lines = [line for line in r.iter_lines() if line]
-    assert all(line.startswith("data: ") for line in lines)
-    assert lines[-1] == "data: [DONE]"
-    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+        lines = list(r.iter_lines())
+    assert all(line.startswith("data: ") for line in lines if line)
+    events = list(sse_data(lines))
+    assert events[-1] == DONE
+    chunks = [json.loads(event) for event in events[:-1]]
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
     assert len({c["id"] for c in chunks}) == 1
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
@@ -294,22 +296,18 @@ def test_disconnect_mid_stream_frees_the_slot(tight_server):
     with httpx.Client(base_url=tight_server.base_url, timeout=60) as http:
         with http.stream("POST", "/v1/chat/completions", json=body) as r:
             assert r.status_code == 200
-            received = 0
-            for line in r.iter_lines():
-                if line.startswith("data: "):
-                    received += 1
+            for received, _ in enumerate(sse_data(r.iter_lines()), 1):
                 if received >= 3:
                     break
         # The server notices the closed connection within moments and frees the only slot.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            running = re.search(
+        poll_until(
+            lambda: re.search(
                 r'modelhub_engine_running_sequences\{model="google/gemma-3-270m"\} (\S+)',
                 http.get("/metrics").text,
-            )
-            if float(running.group(1)) == 0:
-                break
-            time.sleep(0.05)
+            ),
+            lambda running: float(running.group(1)) == 0,
+            timeout=5,
+        )
         # A new request is served rather than refused with 503 (one slot, no queue).
         r = http.post(
             "/v1/chat/completions",

@@ -8,6 +8,7 @@ import httpx
 import openai
 import pytest
 from tests.conftest import DEMO_MODEL, LONG_ANSWER, MISTRAL
+from tests.sse import sse_data
 
 QUESTION = [{"role": "user", "content": "Hi?"}]
 
@@ -196,11 +197,9 @@ def test_full_engine_answers_503_with_retry_after(tight_server):
     started = threading.Event()
     with httpx.Client(base_url=tight_server.base_url, timeout=60) as http:
         with http.stream("POST", "/v1/chat/completions", json=body) as r:
-            lines = r.iter_lines()  # kept: dropping it would close the connection
-            for line in lines:
-                if line.startswith("data: "):
-                    started.set()
-                    break
+            events = sse_data(r.iter_lines())  # kept: dropping it would close the connection
+            next(events)
+            started.set()
             second = http.post(
                 "/v1/chat/completions",
                 json={"model": DEMO_MODEL, "messages": QUESTION, "max_tokens": 4},

@@ -46,8 +46,10 @@ def test_latency_queue_time_kv_cache_and_preemptions(http):
     assert _value(text, rf"modelhub_request_latency_seconds_count\{{{model}\}}") >= 1
     assert _value(text, rf"modelhub_request_latency_seconds_sum\{{{model}\}}") > 0
     assert _value(text, rf"modelhub_queue_time_seconds_count\{{{model}\}}") >= 1
-    assert re.search(rf"^modelhub_engine_kv_cache_usage_ratio\{{{model}\}} [0-9.e-]+$", text, re.MULTILINE)
-    assert re.search(r"^# TYPE modelhub_engine_preemptions(_total)? counter$", text, re.M)
+    assert re.search(
+        rf"^modelhub_engine_kv_cache_usage_ratio\{{{model}\}} [0-9.e-]+$", text, re.MULTILINE
+    )
+    assert re.search(r"^# TYPE modelhub_engine_preemptions(_total)? counter$", text, re.MULTILINE)
     assert re.search(rf"^modelhub_engine_preemptions_total\{{{model}\}} \d", text, re.MULTILINE)
     assert _value(text, rf'modelhub_prompt_tokens_total\{{{model},contract="anonymous"\}}') > 0
     assert (

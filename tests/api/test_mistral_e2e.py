@@ -5,10 +5,8 @@ projector -> decode, output -> tool-call parser. Its words are nonsense; the plu
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
-from pathlib import Path
 
 import jsonschema
 import openai
@@ -18,7 +16,6 @@ from tests.conftest import MISTRAL, make_settings
 from tests.formats.test_mistral import WEATHER, seed_request
 from tests.servers import start_server
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "make_tiny_mistral.py"
 # A random model fills an unbounded string forever; bounded, the grammar must close the call.
 BOUNDED_WEATHER = {
     "type": "function",
@@ -34,19 +31,16 @@ BOUNDED_WEATHER = {
 }
 
 
-def _make_tiny(out_dir: Path):
-    spec = importlib.util.spec_from_file_location("make_tiny_mistral", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_tiny_mistral(out_dir)
-
-
 @pytest.fixture(scope="module")
-def tiny_server(tmp_path_factory):
-    gguf, mmproj, tekken = _make_tiny(Path.home() / ".cache" / "modelhub" / "tiny-mistral")
+def tiny_server(tmp_path_factory, tiny_mistral):
+    gguf, mmproj, tekken = tiny_mistral
     backends = {MISTRAL: {"gguf": str(gguf), "mmproj": str(mmproj), "tokenizer": str(tekken)}}
     settings = make_settings(
-        tmp_path_factory.mktemp("tiny"), backends=backends, engine_slots=4, engine_context=8192
+        tmp_path_factory.mktemp("tiny"),
+        auth=False,
+        backends=backends,
+        engine_slots=4,
+        engine_context=8192,
     )
     server = start_server(settings)
     yield server

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,7 +12,9 @@ import httpx
 import openai
 import pytest
 from tests.conftest import DEMO_MODEL, LONG_ANSWER, make_settings
+from tests.polling import poll_until
 from tests.servers import start_server
+from tests.sse import sse_chunks, sse_data
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 RATE_HEADERS = [
@@ -46,7 +46,7 @@ def new_key(data_dir: Path, contract: str, *limits: str, env: dict | None = None
 def hub(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("authed")
     first_keys: list[str] = []
-    settings = make_settings(tmp, auth=True, ledger_flush_interval_s=0.05)
+    settings = make_settings(tmp, auth=True)
     server = start_server(settings, on_first_key=first_keys.append)
     yield server, settings.data_dir, first_keys
     server.stop()
@@ -62,12 +62,12 @@ def _post(server, key: str | None, **body) -> httpx.Response:
 
 def _eventually(server, key: str, status: int) -> httpx.Response:
     """Key lookups are cached for auth_cache_ttl_s (1 s): changes land within it."""
-    deadline = time.monotonic() + 3
-    while (
-        r := _post(server, key, max_tokens=1)
-    ).status_code != status and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return r
+    return poll_until(
+        lambda: _post(server, key, max_tokens=1),
+        lambda r: r.status_code == status,
+        timeout=3,
+        interval=0.1,
+    )
 
 
 def test_first_start_creates_a_default_key_that_works(hub):
@@ -156,18 +156,19 @@ def test_tokens_are_reserved_then_reconciled(hub):
         # 50 tokens a second the bucket refills while the test runs).
         assert int(second.headers["x-ratelimit-remaining-tokens"]) <= 3000 - used - 2000 + 100
         # Keep the iterator: dropping it would close the connection, i.e. cut the stream.
-        lines = second.iter_lines()
-        next(lines)
+        events = sse_data(second.iter_lines())
+        next(events)
         # While it runs, another such request does not fit and is refused before inference.
         third = _post(server, key, max_tokens=2000)
         assert third.status_code == 429
         assert third.json()["error"]["code"] == "rate_limit_exceeded"
     # Cut after a few tokens: its unused reservation comes back.
-    deadline = time.monotonic() + 5
-    while (
-        fourth := _post(server, key, max_tokens=2000)
-    ).status_code == 429 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    fourth = poll_until(
+        lambda: _post(server, key, max_tokens=2000),
+        lambda r: r.status_code != 429,
+        timeout=5,
+        interval=0.1,
+    )
     assert fourth.status_code == 200, fourth.text
 
 
@@ -181,12 +182,9 @@ def _usage(server, key: str, by: str | None = None) -> list[dict]:
 
 
 def _wait_for_requests(server, key: str, n: int) -> dict:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        rows = _usage(server, key)
-        if rows and rows[0]["requests"] >= n:
-            return rows[0]
-        time.sleep(0.05)
+    rows = poll_until(lambda: _usage(server, key), lambda rows: rows and rows[0]["requests"] >= n)
+    if rows and rows[0]["requests"] >= n:
+        return rows[0]
     raise AssertionError(f"ledger did not reach {n} requests: {_usage(server, key)}")
 
 
@@ -208,9 +206,9 @@ def test_usage_report_equals_the_responses_usage(hub):
         headers={"Authorization": f"Bearer {key}"},
         timeout=60,
     ) as r:
-        for line in r.iter_lines():
-            if line.startswith("data: {") and json.loads(line[6:]).get("usage"):
-                stream_usage = json.loads(line[6:])["usage"]
+        for chunk in sse_chunks(r.iter_lines()):
+            if chunk.get("usage"):
+                stream_usage = chunk["usage"]
     usages = [b["usage"] for b in bodies] + [stream_usage]
     total = _wait_for_requests(server, key, 6)
     assert total["prompt_tokens"] == sum(u["prompt_tokens"] for u in usages)
@@ -240,10 +238,8 @@ def test_a_cut_stream_is_billed_up_to_the_cut(hub):
         headers={"Authorization": f"Bearer {key}"},
         timeout=60,
     ) as r:
-        for line in r.iter_lines():
-            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get(
-                "content"
-            ):
+        for chunk in sse_chunks(r.iter_lines()):
+            if chunk["choices"][0]["delta"].get("content"):
                 received += 1
             if received >= 5:
                 break

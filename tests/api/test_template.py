@@ -22,7 +22,9 @@ def template_server(tmp_path_factory):
         .replace("[backend]\n", '[backend]\nchat_template = "gemma"\n')
     )
     (catalog / "templated.toml").write_text(card)
-    settings = make_settings(tmp_path_factory.mktemp("tpl"), catalog_dir=catalog, engine_slots=2)
+    settings = make_settings(
+        tmp_path_factory.mktemp("tpl"), auth=False, catalog_dir=catalog, engine_slots=2
+    )
     server = start_server(settings)
     yield server
     server.stop()

@@ -16,7 +16,6 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from modelhub.settings import default_catalog_dir
-from tests.api.test_mistral_e2e import _make_tiny as make_tiny
 from tests.api.test_platform_http import cli
 from tests.conftest import DEMO_MODEL, MISTRAL, make_settings
 from tests.servers import RunningServer, start_server
@@ -60,9 +59,9 @@ class Hub:
 
 
 @pytest.fixture(scope="session")
-def hub(tmp_path_factory) -> Iterator[Hub]:
+def hub(tmp_path_factory, tiny_mistral) -> Iterator[Hub]:
     tmp = tmp_path_factory.mktemp("console")
-    gguf, mmproj, tekken = make_tiny(Path.home() / ".cache" / "modelhub" / "tiny-mistral")
+    gguf, mmproj, tekken = tiny_mistral
     settings = make_settings(
         tmp,
         auth=True,

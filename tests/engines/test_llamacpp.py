@@ -18,6 +18,7 @@ from modelhub.formats.base import EncodedPrompt
 from modelhub.formats.grammar import json_schema_grammar
 from modelhub.formats.mistral import MistralFormat
 from modelhub.schemas.chat import ChatCompletionRequest
+from modelhub.serving.conversation import to_conversation
 from modelhub.serving.deployment import _resolve_gguf
 
 PROMPTS = [f"Question: Tell me about the history of city number {i}.\nAnswer:" for i in range(4)]
@@ -219,7 +220,8 @@ async def test_an_image_prefix_is_reused_only_for_the_same_pixels(engine_factory
             model="m",
             messages=[{"role": "user", "content": [part, {"type": "text", "text": question}]}],
         )
-        prompt = fmt.encode(request, {"messages[0].content[0]": Image.new("RGB", (90, 60), colour)})
+        image = Image.new("RGB", (90, 60), colour)
+        prompt = fmt.encode(to_conversation(request), {"messages[0].content[0]": image})
         before = engine.stats().extra["prefix_cache_hits_tokens"]
         job = GenerationJob("t", prompt, SamplingParams(max_tokens=4, temperature=0.0))
         assert [e async for e in engine.generate(job) if isinstance(e, FinishEvent)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import threading
@@ -12,8 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from tests.conftest import DEMO_MODEL, make_settings
+from tests.polling import poll_until
 from tests.processes import spawn_modelhub
 from tests.servers import start_server
+from tests.sse import sse_chunks
 
 PUBLIC = "meta-llama/Llama-3.3-70B-Instruct"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -42,6 +43,7 @@ def gateway(replicas, tmp_path_factory):
     }
     settings = make_settings(
         tmp_path_factory.mktemp("gateway"),
+        auth=False,
         backends=backends,
         upstream_health_interval_s=0.3,
         upstream_read_timeout_s=30,
@@ -74,10 +76,7 @@ def _stream(base_url: str, body: dict, on_content=None) -> dict:
                 r.read()
                 result["error"] = r.json()["error"]
                 return result
-            for line in r.iter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[6:])
+            for chunk in sse_chunks(r.iter_lines()):
                 if "error" in chunk:
                     result["error"] = chunk["error"]
                     continue
@@ -125,12 +124,11 @@ def test_requests_spread_across_replicas_with_exact_upstream_usage(gateway, repl
         sum(r["usage"]["prompt_tokens"] for r in results),
         sum(r["usage"]["completion_tokens"] for r in results),
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        after = _ledger_totals(gateway)
-        if (after[0] - ledger_before[0], after[1] - ledger_before[1]) == expected:
-            break
-        time.sleep(0.1)
+    after = poll_until(
+        lambda: _ledger_totals(gateway),
+        lambda now: (now[0] - ledger_before[0], now[1] - ledger_before[1]) == expected,
+        interval=0.1,
+    )
     assert (after[0] - ledger_before[0], after[1] - ledger_before[1]) == expected
 
 
@@ -179,20 +177,19 @@ def test_killed_replica_fails_only_started_streams_and_comes_back(gateway, repli
     # Only streams that already carried content when the replica died may fail.
     assert all(started for _, started in failed), failed
     assert len(outcomes) - len(failed) >= 24
-    deadline = time.monotonic() + 10
-    while (
-        _gateway_metric(gateway, "modelhub_engine_healthy_replicas") != 2
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.1)
+    poll_until(
+        lambda: _gateway_metric(gateway, "modelhub_engine_healthy_replicas"),
+        lambda healthy: healthy == 2,
+        interval=0.1,
+    )
     assert _gateway_metric(gateway, "modelhub_engine_healthy_replicas") == 2
     victim.start()
-    deadline = time.monotonic() + 20
-    while (
-        _gateway_metric(gateway, "modelhub_engine_healthy_replicas") != 3
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.1)
+    poll_until(
+        lambda: _gateway_metric(gateway, "modelhub_engine_healthy_replicas"),
+        lambda healthy: healthy == 3,
+        timeout=20,
+        interval=0.1,
+    )
     assert _gateway_metric(gateway, "modelhub_engine_healthy_replicas") == 3
     before = _served_by(victim)
     with ThreadPoolExecutor(6) as pool:
@@ -231,6 +228,7 @@ def stalling_upstream():
 def test_stalled_upstream_is_a_clear_504(stalling_upstream, tmp_path):
     settings = make_settings(
         tmp_path,
+        auth=False,
         backends={PUBLIC: {"upstreams": [stalling_upstream], "served_model_name": "x"}},
         upstream_read_timeout_s=1.0,
         upstream_health_interval_s=30,

@@ -4,7 +4,6 @@ mistral-common does, and fills exactly the positions mistral-common counts for a
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import io
 import logging
 from pathlib import Path
@@ -20,22 +19,15 @@ from PIL import Image
 
 from modelhub.engines.llamacpp_vision import ImageKVFullError, VisionEncoder
 from modelhub.serving.conversation import to_conversation
+from tests.conftest import TINY_MISTRAL_CACHE, tiny_mistral_script
 from tests.formats.parsed import parse
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "make_tiny_mistral.py"
-CACHE = Path.home() / ".cache" / "modelhub" / "tiny-mistral"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("make_tiny_mistral", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+CACHE = TINY_MISTRAL_CACHE
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return _script().make_tiny_mistral(CACHE)
+def tiny(tiny_mistral):
+    return tiny_mistral
 
 
 def _context(model, n_ctx: int):
@@ -69,7 +61,7 @@ def vision(tiny, llama):
 def test_the_gguf_loads_and_tokenizes_like_mistral_common(tiny):
     gguf_path, _, tekken = tiny
     text = "Hello, world! Héllo 1234 ünïcödé [TOOL_CALLS] not special in user text\n\tend"
-    found = _script().check_tiny_mistral(gguf_path, tekken, text)
+    found = tiny_mistral_script().check_tiny_mistral(gguf_path, tekken, text)
     assert found["llama_cpp"] == found["mistral_common"]
     assert found["n_vocab"] == 131_072
     assert found["eos"] == 2
@@ -78,7 +70,7 @@ def test_the_gguf_loads_and_tokenizes_like_mistral_common(tiny):
 
 
 def test_generation_reuses_the_cached_files(tiny):
-    again = _script().make_tiny_mistral(CACHE)
+    again = tiny_mistral_script().make_tiny_mistral(CACHE)
     assert again == tiny
     assert all(path.exists() for path in again)
 
@@ -115,7 +107,9 @@ def _placed(tekken: Path, image: Image.Image):
         model="m", messages=[{"role": "user", "content": [{"type": "text", "text": "x"}, part]}]
     )
     [placed] = (
-        MistralFormat(tekken, CACHE).encode(request, {"messages[0].content[1]": image}).images
+        MistralFormat(tekken, CACHE)
+        .encode(to_conversation(request), {"messages[0].content[1]": image})
+        .images
     )
     return placed
 

@@ -8,6 +8,7 @@ from redis import Redis
 
 from modelhub.platform import Platform
 from modelhub.settings import Settings
+from tests.conftest import make_settings
 from tests.platform.servers import RedisServer
 
 _databases = itertools.count()
@@ -54,20 +55,15 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def make_settings(tmp_path: Path, **overrides) -> Settings:
-    # Key lookups uncached: these tests check each change takes effect at once.
-    base = {
-        "data_dir": tmp_path / "data",
-        "auth": True,
-        "ledger_flush_interval_s": 0.05,
-        "auth_cache_ttl_s": 0,
-    }
-    return Settings(**{**base, **overrides})
+def platform_settings(tmp_path: Path, **overrides) -> Settings:
+    """The suite's one factory, as the platform tests need it: auth on, and key lookups
+    uncached (these tests check that each change takes effect at once)."""
+    return make_settings(tmp_path, auth=True, **{"auth_cache_ttl_s": 0, **overrides})
 
 
 @pytest.fixture
 async def platform(tmp_path, database_url):
     """A Platform on each database, memory limiter, real clock."""
-    opened = await Platform.open(make_settings(tmp_path, database_url=database_url))
+    opened = await Platform.open(platform_settings(tmp_path, database_url=database_url))
     yield opened
     await opened.close()

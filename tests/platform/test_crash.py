@@ -28,6 +28,7 @@ import pytest
 
 from tests.conftest import DEMO_MODEL, LONG_ANSWER
 from tests.processes import free_port, spawn_modelhub
+from tests.sse import DONE, sse_data
 
 pytestmark = pytest.mark.crash
 
@@ -107,11 +108,11 @@ class Load:
             timeout=60,
         ) as r:
             assert r.status_code == 200
-            for line in r.iter_lines():
-                if line == "data: [DONE]":
+            for data in sse_data(r.iter_lines()):
+                if data == DONE:
                     seen.complete = seen.usage is not None
-                elif line.startswith("data: {"):
-                    chunk = json.loads(line[6:])
+                else:
+                    chunk = json.loads(data)
                     seen.id = chunk["id"]
                     seen.usage = chunk.get("usage") or seen.usage
                     if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):

@@ -14,14 +14,14 @@ from sqlalchemy import select
 from modelhub.platform import Platform
 from modelhub.platform.journal import read_rows
 from modelhub.platform.tables import usage
-from tests.platform.conftest import make_settings
+from tests.platform.conftest import platform_settings
 from tests.platform.test_ledger import principal, row, rows_in, segments
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_a_final_row_is_on_disk_when_record_returns(tmp_path, database_url):
-    settings = make_settings(tmp_path, database_url=database_url, ledger_flush_interval_s=3600)
+    settings = platform_settings(tmp_path, database_url=database_url, ledger_flush_interval_s=3600)
     platform = await Platform.open(settings)
     try:
         who = await principal(platform)
@@ -37,7 +37,7 @@ async def test_a_final_row_is_on_disk_when_record_returns(tmp_path, database_url
 async def test_segments_rotate_carry_open_requests_and_are_deleted_once_stored(
     tmp_path, database_url
 ):
-    settings = make_settings(tmp_path, database_url=database_url, journal_segment_bytes=4096)
+    settings = platform_settings(tmp_path, database_url=database_url, journal_segment_bytes=4096)
     platform = await Platform.open(settings)
     try:
         who = await principal(platform)
@@ -62,7 +62,7 @@ async def test_segments_rotate_carry_open_requests_and_are_deleted_once_stored(
 async def test_kill_9_replays_final_rows_and_bills_open_ones_their_last_checkpoint(
     tmp_path, database_url
 ):
-    settings = make_settings(tmp_path, database_url=database_url)
+    settings = platform_settings(tmp_path, database_url=database_url)
     platform = await Platform.open(settings)
     try:
         await principal(platform)

@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 
 from modelhub.platform import Limits, Platform, Price, Principal, UsageRecord
 from modelhub.platform.tables import usage
-from tests.platform.conftest import make_settings
+from tests.platform.conftest import platform_settings
+from tests.polling import poll_until_async
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -59,15 +60,12 @@ async def principal(platform: Platform, name: str = "acme", **kwargs) -> Princip
 
 
 async def eventually(check, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
+    assert await poll_until_async(check, timeout=timeout), "condition not reached in time"
 
 
 async def test_rows_land_in_batches_off_the_request_path(tmp_path, database_url):
     platform = await Platform.open(
-        make_settings(tmp_path, database_url=database_url, ledger_batch_size=64)
+        platform_settings(tmp_path, database_url=database_url, ledger_batch_size=64)
     )
     try:
         who = await principal(platform)
@@ -117,7 +115,7 @@ async def test_cost_from_contract_prices(platform: Platform):
 
 
 async def test_close_flushes(tmp_path, database_url):
-    settings = make_settings(tmp_path, database_url=database_url, ledger_flush_interval_s=3600)
+    settings = platform_settings(tmp_path, database_url=database_url, ledger_flush_interval_s=3600)
     platform = await Platform.open(settings)
     who = await principal(platform)
     for i in range(10):
@@ -139,7 +137,7 @@ def journaled(settings) -> int:
 
 
 async def test_database_outage_keeps_rows_in_the_journal_and_replays(tmp_path, postgres):
-    settings = make_settings(
+    settings = platform_settings(
         tmp_path, database_url=postgres.create_database("outage"), journal_segment_bytes=8192
     )
     platform = await Platform.open(settings)
@@ -174,7 +172,7 @@ async def test_database_outage_keeps_rows_in_the_journal_and_replays(tmp_path, p
 
 
 async def test_journal_left_at_shutdown_replays_on_next_start(tmp_path, postgres):
-    settings = make_settings(tmp_path, database_url=postgres.create_database("shutdown"))
+    settings = platform_settings(tmp_path, database_url=postgres.create_database("shutdown"))
     platform = await Platform.open(settings)
     who = await principal(platform)
     postgres.stop()

@@ -17,6 +17,7 @@ import httpx
 from modelhub.platform import Limits, open_store
 from tests.conftest import DEMO_MODEL, LONG_ANSWER, make_settings
 from tests.servers import start_server
+from tests.sse import DONE, sse_data
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -83,11 +84,11 @@ def test_redis_killed_mid_stream(tmp_path, own_redis):
             timeout=120,
         ) as r:
             assert r.status_code == 200
-            for line in r.iter_lines():
-                if line == "data: [DONE]":
+            for data in sse_data(r.iter_lines()):
+                if data == DONE:
                     done = True
-                elif line.startswith("data: {"):
-                    chunk = json.loads(line[6:])
+                else:
+                    chunk = json.loads(data)
                     usage = chunk.get("usage") or usage
                     if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
                         chunks += 1

@@ -12,7 +12,7 @@ import pytest
 
 from modelhub.errors import RateLimitError
 from modelhub.platform import Limits, Platform
-from tests.platform.conftest import make_settings
+from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 async def test_two_processes_share_one_limit(tmp_path, redis_url):
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
     platform = await Platform.open(
-        make_settings(tmp_path, database_url=database_url, redis_url=redis_url)
+        make_settings(
+            tmp_path,
+            auth=True,
+            database_url=database_url,
+            redis_url=redis_url,
+            auth_cache_ttl_s=0,
+        )
     )
     try:
         await platform.store.create_contract("acme", limits=Limits(rpm=10))

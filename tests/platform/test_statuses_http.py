@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 
 import httpx
@@ -13,6 +12,7 @@ from modelhub.platform import Limits
 from tests.conftest import DEMO_MODEL, LONG_ANSWER, make_settings
 from tests.platform.test_outages_http import _keys, _post, _usage
 from tests.servers import start_server
+from tests.sse import sse_chunks
 
 
 def test_rate_limited_and_refused_requests_have_rows_that_bill_nothing(tmp_path):
@@ -39,8 +39,8 @@ def test_rate_limited_and_refused_requests_have_rows_that_bill_nothing(tmp_path)
                 headers={"Authorization": f"Bearer {keys['acme']}"},
                 timeout=120,
             ) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data: {") and json.loads(line[6:])["choices"]:
+                for chunk in sse_chunks(r.iter_lines()):
+                    if chunk.get("choices"):
                         streaming.set()
             finished.set()
 

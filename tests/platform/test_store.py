@@ -16,7 +16,7 @@ from modelhub.errors import (
 from modelhub.platform import ANONYMOUS, Limits, Platform, Price
 from modelhub.platform import keys as key_material
 from modelhub.platform.tables import api_keys
-from tests.platform.conftest import make_settings
+from tests.conftest import make_settings
 
 
 async def test_contract_crud(platform: Platform):
@@ -143,7 +143,9 @@ async def test_bootstrap_once(platform: Platform):
 
 
 async def test_auth_off(tmp_path, database_url):
-    platform = await Platform.open(make_settings(tmp_path, database_url=database_url, auth=False))
+    platform = await Platform.open(
+        make_settings(tmp_path, auth=False, database_url=database_url, auth_cache_ttl_s=0)
+    )
     try:
         assert await platform.authenticate(None, "any") is ANONYMOUS
         assert await platform.bootstrap() is None
@@ -154,7 +156,9 @@ async def test_auth_off(tmp_path, database_url):
 
 async def test_migrations_are_idempotent(tmp_path, database_url):
     for _ in range(2):
-        platform = await Platform.open(make_settings(tmp_path, database_url=database_url))
+        platform = await Platform.open(
+            make_settings(tmp_path, auth=True, database_url=database_url, auth_cache_ttl_s=0)
+        )
         await platform.close()
 
 

@@ -141,4 +141,3 @@ def test_usage_query_model():
     assert query.since.tzinfo is not None and query.by == "day"
     with pytest.raises(ValueError):
         UsageQuery.model_validate({"by": "week"})
-

@@ -8,18 +8,18 @@ from __future__ import annotations
 import base64
 import io
 import json
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.api.test_mistral_e2e import BOUNDED_WEATHER, _make_tiny
+from tests.api.test_mistral_e2e import BOUNDED_WEATHER
 from tests.conftest import MISTRAL, make_settings
 from tests.formats.test_mistral import WEATHER
 from tests.processes import spawn_modelhub
 from tests.servers import start_server
 from tests.serving.contract import fold_chunks
+from tests.sse import sse_chunks
 
 
 def _image(color) -> str:
@@ -85,8 +85,8 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    gguf, mmproj, tekken = _make_tiny(Path.home() / ".cache" / "modelhub" / "tiny-mistral")
+def engine(tmp_path_factory, tiny_mistral):
+    gguf, mmproj, tekken = tiny_mistral
     backends = {MISTRAL: {"gguf": str(gguf), "mmproj": str(mmproj), "tokenizer": str(tekken)}}
     server = spawn_modelhub(
         tmp_path_factory.mktemp("engine"),
@@ -105,7 +105,8 @@ def engine(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gateway(engine, tmp_path_factory):
     backends = {MISTRAL: {"upstreams": [f"{engine.base_url}/v1"]}}
-    server = start_server(make_settings(tmp_path_factory.mktemp("gateway"), backends=backends))
+    settings = make_settings(tmp_path_factory.mktemp("gateway"), auth=False, backends=backends)
+    server = start_server(settings)
     yield server
     server.stop()
 
@@ -134,11 +135,9 @@ def _ask(base_url: str, body: dict, stream: bool) -> dict:
         chunks = []
         with http.stream("POST", f"{base_url}/v1/chat/completions", json=body) as r:
             assert r.status_code == 200, r.read()
-            for line in r.iter_lines():
-                if line.startswith("data: ") and line != "data: [DONE]":
-                    chunk = json.loads(line[6:])
-                    assert "error" not in chunk, chunk
-                    chunks.append(chunk)
+            for chunk in sse_chunks(r.iter_lines()):
+                assert "error" not in chunk, chunk
+                chunks.append(chunk)
         return fold_chunks(chunks)
 
 

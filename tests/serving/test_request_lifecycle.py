@@ -7,12 +7,10 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.api.test_mistral_e2e import _make_tiny
 from tests.api.test_platform_http import new_key
 from tests.conftest import DEMO_MODEL, LONG_ANSWER, MISTRAL, make_settings
 from tests.servers import start_server
@@ -51,10 +49,7 @@ def _usage_by_status(http: httpx.Client) -> dict[str, dict]:
 def one_slot(tmp_path_factory):
     """One slot, no queue: a second request while one runs is refused."""
     settings = make_settings(
-        tmp_path_factory.mktemp("one-slot"),
-        engine_slots=1,
-        engine_queue=0,
-        ledger_flush_interval_s=0.05,
+        tmp_path_factory.mktemp("one-slot"), auth=False, engine_slots=1, engine_queue=0
     )
     server = start_server(settings)
     yield server
@@ -138,16 +133,15 @@ def image_server():
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory):
+def limited(tmp_path_factory, tiny_mistral):
     tmp = tmp_path_factory.mktemp("limited")
-    gguf, mmproj, tekken = _make_tiny(Path.home() / ".cache" / "modelhub" / "tiny-mistral")
+    gguf, mmproj, tekken = tiny_mistral
     backends = {MISTRAL: {"gguf": str(gguf), "mmproj": str(mmproj), "tokenizer": str(tekken)}}
     settings = make_settings(
         tmp,
         auth=True,
         backends=backends,
         image_fetch_allow_hosts=["127.0.0.1"],
-        ledger_flush_interval_s=0.05,
     )
     server = start_server(settings, on_first_key=lambda key: None)
     yield server, settings.data_dir
