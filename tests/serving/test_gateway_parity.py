@@ -141,6 +141,17 @@ def _ask(base_url: str, body: dict, stream: bool) -> dict:
         return fold_chunks(chunks)
 
 
+def _approx_logprobs(result: dict) -> dict:
+    """Logprobs match to 1e-3: a prompt served from the prefix cache is evaluated in a
+    different batch shape, for which llama.cpp's CPU kernels give slightly different logits."""
+    for choice in result["choices"]:
+        for entry in choice["logprobs"]:
+            entry["logprob"] = pytest.approx(entry["logprob"], abs=1e-3)
+            for top in entry["top_logprobs"]:
+                top["logprob"] = pytest.approx(top["logprob"], abs=1e-3)
+    return result
+
+
 def _comparable(result: dict) -> dict:
     """Call ids are minted per response; everything else must match."""
     for choice in result["choices"]:
@@ -155,7 +166,7 @@ def _comparable(result: dict) -> dict:
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_gateway_answers_as_the_engine_does(engine, gateway, case, stream):
-    direct = _comparable(_ask(engine.base_url, CASES[case], stream))
+    direct = _approx_logprobs(_comparable(_ask(engine.base_url, CASES[case], stream)))
     relayed = _comparable(_ask(gateway.base_url, CASES[case], stream))
     assert relayed == direct
     if case in ("tool_choice required", "tool_choice named"):
@@ -167,9 +178,8 @@ def test_gateway_answers_as_the_engine_does(engine, gateway, case, stream):
 
 @pytest.mark.parametrize("case", ["text", "image", "tool_choice named"])
 def test_streamed_and_whole_agree_through_the_gateway(gateway, case):
-    assert _comparable(_ask(gateway.base_url, CASES[case], False)) == _comparable(
-        _ask(gateway.base_url, CASES[case], True)
-    )
+    whole = _approx_logprobs(_comparable(_ask(gateway.base_url, CASES[case], False)))
+    assert _comparable(_ask(gateway.base_url, CASES[case], True)) == whole
 
 
 @pytest.mark.parametrize("case", ["text", "image", "tool_choice named"])

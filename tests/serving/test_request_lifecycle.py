@@ -41,7 +41,7 @@ def _wait_idle(http: httpx.Client, within: float) -> float:
 
 
 def _usage_by_status(http: httpx.Client) -> dict[str, dict]:
-    rows = http.get("/v1/usage", params={"by": "status"}).json()["data"]
+    rows = http.get("/v1/usage", params={"by": "status"}).json()
     return {row["status"]: row for row in rows}
 
 
