@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tests.formats.test_tiny_mistral import CACHE, _script
 
 from modelhub.engines.base import FinishEvent, GenerationJob, SamplingParams, TokenEvent
 from modelhub.engines.llamacpp import LlamaCppEngine
@@ -75,9 +74,9 @@ async def engine_factory():
 
 
 @pytest.fixture(scope="module")
-def tiny() -> tuple[Path, Path, Path]:
+def tiny(tiny_mistral) -> tuple[Path, Path, Path]:
     """The tiny random Mistral Small 3.2: GGUF, vision projector, tekken.json."""
-    return _script().make_tiny_mistral(CACHE)
+    return tiny_mistral
 
 
 async def test_kv_pressure_preempts_and_every_request_completes(engine_factory):
@@ -212,7 +211,7 @@ async def test_a_lone_surrogate_is_encoded_as_a_replacement_character(engine_fac
 async def test_an_image_prefix_is_reused_only_for_the_same_pixels(engine_factory, tiny):
     gguf, mmproj, tekken = tiny
     engine = await engine_factory(gguf, mmproj=mmproj)
-    fmt = MistralFormat(tekken, CACHE)
+    fmt = MistralFormat(tekken, TINY_MISTRAL_CACHE)
     part = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
 
     async def ask(colour: tuple[int, int, int], question: str) -> tuple[int, EncodedPrompt]:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import httpx
+
 from modelhub.serving.backends.base import Backend, RequestJob
 from modelhub.serving.render import ChunkRenderer, CompletionBuilder
+from tests.sse import sse_chunks
 
-__all__ = ["both_renderings", "fold_chunks"]
+__all__ = ["ask", "both_renderings", "fold_chunks"]
 
 
 async def _events(backend: Backend, job: RequestJob) -> list[tuple[int, object]]:
@@ -70,7 +73,7 @@ def _whole(completion: dict) -> dict:
             {
                 "index": c["index"],
                 "content": c["message"]["content"],
-                "tool_calls": c["message"]["tool_calls"],
+                "tool_calls": c["message"].get("tool_calls") or [],
                 "logprobs": (c["logprobs"] or {}).get("content") or [],
                 "finish_reason": c["finish_reason"],
             }
@@ -98,3 +101,23 @@ async def both_renderings(backend: Backend, job: RequestJob) -> tuple[dict, dict
     chunks.append(renderer.usage(usage).model_dump(mode="json"))
     whole = json.loads(builder.build(usage).model_dump_json())
     return _whole(whole), fold_chunks(chunks)
+
+
+def ask(base_url: str, body: dict, stream: bool) -> dict:
+    """One chat request to a real server, as ``_whole``'s comparable shape: the response, or
+    the stream folded as a client folds it. Usage is the prompt and completion counts."""
+    with httpx.Client(base_url=base_url, timeout=120) as http:
+        if not stream:
+            r = http.post("/v1/chat/completions", json={**body, "stream": False})
+            assert r.status_code == 200, r.text
+            result = _whole(r.json())
+        else:
+            body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+            with http.stream("POST", "/v1/chat/completions", json=body) as r:
+                assert r.status_code == 200, r.read()
+                chunks = list(sse_chunks(r.iter_lines()))
+            assert not any("error" in c for c in chunks), chunks
+            result = fold_chunks(chunks)
+    usage = result["usage"]
+    result["usage"] = {k: usage[k] for k in ("prompt_tokens", "completion_tokens")}
+    return result

@@ -18,8 +18,7 @@ from tests.conftest import MISTRAL, make_settings
 from tests.formats.test_mistral import WEATHER
 from tests.processes import spawn_modelhub
 from tests.servers import start_server
-from tests.serving.contract import fold_chunks
-from tests.sse import sse_chunks
+from tests.serving.contract import ask
 
 
 def _image(color) -> str:
@@ -112,33 +111,7 @@ def gateway(engine, tmp_path_factory):
 
 
 def _ask(base_url: str, body: dict, stream: bool) -> dict:
-    body = {"model": MISTRAL, "temperature": 0, "seed": 7, **body, "stream": stream}
-    with httpx.Client(timeout=120) as http:
-        if not stream:
-            r = http.post(f"{base_url}/v1/chat/completions", json=body)
-            assert r.status_code == 200, r.text
-            completion = r.json()
-            return {
-                "choices": [
-                    {
-                        "index": c["index"],
-                        "content": c["message"]["content"],
-                        "tool_calls": c["message"].get("tool_calls") or [],
-                        "logprobs": (c.get("logprobs") or {}).get("content") or [],
-                        "finish_reason": c["finish_reason"],
-                    }
-                    for c in completion["choices"]
-                ],
-                "usage": completion["usage"],
-            }
-        body["stream_options"] = {"include_usage": True}
-        chunks = []
-        with http.stream("POST", f"{base_url}/v1/chat/completions", json=body) as r:
-            assert r.status_code == 200, r.read()
-            for chunk in sse_chunks(r.iter_lines()):
-                assert "error" not in chunk, chunk
-                chunks.append(chunk)
-        return fold_chunks(chunks)
+    return ask(base_url, {"model": MISTRAL, "temperature": 0, "seed": 7, **body}, stream)
 
 
 def _approx_logprobs(result: dict) -> dict:

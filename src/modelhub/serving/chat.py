@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 import anyio
@@ -78,30 +78,14 @@ class ChatService:
 
     # 1. Prepare ---------------------------------------------------------------------------
     async def prepare(self, request: ChatCompletionRequest, principal: Principal) -> PreparedChat:
-        received_at = datetime.now(UTC)
         if request.ignored_fields:
             log.debug("ignoring unknown request fields: %s", ", ".join(request.ignored_fields))
-        completion_id = new_completion_id()
-        resolved = self._prompts.resolve(request)
-        estimate = estimate_prompt_tokens(request)
-        reservation = await self._admit(
-            completion_id, request, principal, resolved, received_at, estimate
-        )
-        try:
-            encoded = await self._prompts.encode(resolved, request)
-            max_tokens = self._prompts.max_tokens(resolved, request, encoded.prompt)
-        except BaseException:
-            await reservation.release()
-            raise
-        return self._prepared(
-            completion_id,
+        return await self._prepare(
+            new_completion_id(),
             request,
             principal,
-            received_at,
-            resolved,
-            encoded,
-            max_tokens,
-            reservation,
+            estimate_prompt_tokens(request),
+            lambda resolved: self._prompts.encode(resolved, request),
         )
 
     async def prepare_tokens(
@@ -109,41 +93,34 @@ class ChatService:
     ) -> PreparedChat:
         """``/v1/completions``: a prompt of token ids (or raw text), through chat's limits,
         run and accounting; ``request`` carries the sampling parameters."""
+        return await self._prepare(
+            new_completion_id().replace("chatcmpl-", "cmpl-"),
+            request,
+            principal,
+            len(prompt) if isinstance(prompt, list) else len(prompt) // 4 + 1,
+            lambda resolved: anyio.to_thread.run_sync(self._prompts.token_prompt, resolved, prompt),
+        )
+
+    async def _prepare(
+        self,
+        completion_id: str,
+        request: ChatCompletionRequest,
+        principal: Principal,
+        estimate: int,
+        encode: Callable[[Resolved], Awaitable[Encoded]],
+    ) -> PreparedChat:
+        """Resolve, admit on ``estimate``, then (only then) ``encode`` and fit the window."""
         received_at = datetime.now(UTC)
-        completion_id = new_completion_id().replace("chatcmpl-", "cmpl-")
         resolved = self._prompts.resolve(request)
-        estimate = len(prompt) if isinstance(prompt, list) else len(prompt) // 4 + 1
         reservation = await self._admit(
             completion_id, request, principal, resolved, received_at, estimate
         )
         try:
-            encoded = await anyio.to_thread.run_sync(self._prompts.token_prompt, resolved, prompt)
+            encoded = await encode(resolved)
             max_tokens = self._prompts.max_tokens(resolved, request, encoded.prompt)
         except BaseException:
             await reservation.release()
             raise
-        return self._prepared(
-            completion_id,
-            request,
-            principal,
-            received_at,
-            resolved,
-            encoded,
-            max_tokens,
-            reservation,
-        )
-
-    @staticmethod
-    def _prepared(
-        completion_id: str,
-        request: ChatCompletionRequest,
-        principal: Principal,
-        received_at: datetime,
-        resolved: Resolved,
-        encoded: Encoded,
-        max_tokens: int,
-        reservation: Reservation,
-    ) -> PreparedChat:
         return PreparedChat(
             id=completion_id,
             request=request,

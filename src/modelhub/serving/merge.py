@@ -22,7 +22,7 @@ async def merge(iterators: list[AsyncIterator[T]]) -> AsyncIterator[T]:
         try:
             async for item in iterator:
                 await queue.put(item)
-        except Exception as exc:  # handed to the consumer, which re-raises it
+        except Exception as exc:  # noqa: BLE001 (handed to the consumer, which re-raises it)
             await queue.put(exc)
         finally:
             await iterator.aclose()
