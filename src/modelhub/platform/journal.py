@@ -54,7 +54,7 @@ class Segment:
 
 @dataclass
 class _Batch:
-    """Final lines for one segment's file, and who waits for them to be on disk."""
+    """Lines for one segment's file, and who waits for them to be on disk."""
 
     fd: int
     data: list[bytes] = field(default_factory=list)
@@ -223,10 +223,13 @@ class Journal:
                 os.fdatasync(batch.fd)
         except OSError as exc:
             error = exc
+        if batch.last:
+            try:
+                os.close(batch.fd)
+            except OSError as exc:
+                error = error or exc
         if batch.waiters:
             self._loop.call_soon_threadsafe(_wake, batch.waiters, error)
-        if batch.last:
-            os.close(batch.fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
