@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from tests.conftest import TINY_MISTRAL_CACHE
 
 from modelhub.engines.base import FinishEvent, GenerationJob, SamplingParams, TokenEvent
 from modelhub.engines.llamacpp import LlamaCppEngine
@@ -19,7 +20,6 @@ from modelhub.formats.mistral import MistralFormat
 from modelhub.schemas.chat import ChatCompletionRequest
 from modelhub.serving.conversation import to_conversation
 from modelhub.serving.deployment import _resolve_gguf
-from tests.conftest import TINY_MISTRAL_CACHE
 
 PROMPTS = [f"Question: Tell me about the history of city number {i}.\nAnswer:" for i in range(4)]
 # A system prompt long enough that reusing its KV matters (about 350 tokens).

@@ -13,7 +13,6 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from modelhub import access
 from modelhub.api.deps import hub
-from modelhub.serving.status import backends, live_status
 from modelhub.platform import ApiKey, Contract, Limits, Price, render_usage
 from modelhub.platform.admin_tokens import AdminToken
 from modelhub.platform.timespec import parse_moment
@@ -37,6 +36,7 @@ from modelhub.schemas.admin import (
     StatusOut,
     UsageList,
 )
+from modelhub.serving.status import backends, live_status
 
 __all__ = ["router"]
 
