@@ -327,3 +327,13 @@ def test_recorded_transcripts_are_what_the_double_sends(vllm_double, name):
     assert (TRANSCRIPTS / f"{name}.sse").exists()
     fresh = list(sse_chunks(record_transcript(vllm_double, name).splitlines()))
     assert _normalised(load_transcript(name)) == _normalised(fresh)
+
+
+def test_a_responder_answers_from_the_request_once_the_queue_is_empty(vllm_double, sdk):
+    vllm_double.script(Reply(content="queued"))
+    vllm_double.responder = lambda body: Reply(content=body["messages"][-1]["content"].upper())
+    answers = [
+        sdk.chat.completions.create(model=SERVED_MODEL, messages=ASK).choices[0].message.content
+        for _ in range(2)
+    ]
+    assert answers == ["queued", ASK[0]["content"].upper()]
