@@ -11,13 +11,8 @@ import pytest
 
 from tests.formats.test_mistral import seed_request
 from tests.sse import TRANSCRIPTS, load_transcript, sse_chunks, sse_data
-from tests.vllm_double import (
-    SERVED_MODEL,
-    TRANSCRIPT_REQUESTS,
-    Reply,
-    VllmDouble,
-    record_transcript,
-)
+from tests.upstream_transcripts import TRANSCRIPT_REQUESTS, record_transcript
+from tests.vllm_double import SERVED_MODEL, Reply, VllmDouble
 
 WEATHER = {
     "type": "function",
@@ -219,6 +214,20 @@ def test_n_2_streams_two_choices_with_their_own_replies(vllm_double, sdk):
     assert sorted(_finish(chunks)) == ["stop", "stop"]
 
 
+def test_logprobs_come_one_token_per_chunk_and_all_at_once(vllm_double, sdk):
+    vllm_double.script(Reply(content="Fine weather.", logprob=-0.5), Reply(content="Fine weather."))
+    chunks = _stream(sdk, logprobs=True, top_logprobs=2)
+    streamed = [e for c in chunks[1:] for e in (c.choices[0].logprobs.content or [])]
+    assert "".join(e.token for e in streamed) == "Fine weather."
+    assert all(e.logprob == -0.5 and len(e.top_logprobs) == 2 for e in streamed)
+    assert streamed[0].top_logprobs[0].token == streamed[0].token
+    completion = sdk.chat.completions.create(
+        model=SERVED_MODEL, messages=ASK, logprobs=True, top_logprobs=2
+    )
+    whole = completion.choices[0].logprobs.content
+    assert [e.token for e in whole] == [e.token for e in streamed]
+
+
 def test_tokenize_and_models_report_the_count_and_context(vllm_double, sdk):
     found = _tokenize(vllm_double, messages=seed_request()["messages"])
     # The golden seed request: 29 prompt tokens with modelhub's Mistral format.
@@ -314,7 +323,17 @@ def _normalised(chunks: list[dict]) -> str:
 @pytest.mark.parametrize("name", sorted(TRANSCRIPT_REQUESTS))
 def test_recorded_transcripts_are_what_the_double_sends(vllm_double, name):
     """The stored transcripts stay honest: re-recording gives the same chunks (ids aside).
-    Regenerate with ``python -m tests.vllm_double``."""
+    Regenerate with ``python -m tests.upstream_transcripts``."""
     assert (TRANSCRIPTS / f"{name}.sse").exists()
     fresh = list(sse_chunks(record_transcript(vllm_double, name).splitlines()))
     assert _normalised(load_transcript(name)) == _normalised(fresh)
+
+
+def test_a_responder_answers_from_the_request_once_the_queue_is_empty(vllm_double, sdk):
+    vllm_double.script(Reply(content="queued"))
+    vllm_double.responder = lambda body: Reply(content=body["messages"][-1]["content"].upper())
+    answers = [
+        sdk.chat.completions.create(model=SERVED_MODEL, messages=ASK).choices[0].message.content
+        for _ in range(2)
+    ]
+    assert answers == ["queued", ASK[0]["content"].upper()]

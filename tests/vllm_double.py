@@ -27,6 +27,9 @@ read November 2026):
   messages; ``/tokenize`` answers ``{"count", "max_model_len", "tokens", "token_strs"}``;
   ``/v1/models`` lists the served name with ``max_model_len``.
 
+With ``logprobs`` each token chunk carries ``{"content": [{"token", "logprob", "bytes",
+"top_logprobs"}]}`` (the values are scripted, not a model's).
+
 Prompts are counted with modelhub's own Mistral format, so the double's ``/tokenize`` and
 ``usage.prompt_tokens`` equal the gateway's exact count. What a request generates is scripted
 (``Reply``); tokens are the tekken tokenizer's, decoded incrementally as vLLM's detokenizer does.
@@ -38,7 +41,6 @@ import asyncio
 import json
 import random
 import string
-import tempfile
 import time
 import uuid
 from collections import deque
@@ -48,7 +50,6 @@ from functools import cache
 from http import HTTPStatus
 from pathlib import Path
 
-import httpx
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -65,7 +66,7 @@ from modelhub.serving.conversation import to_conversation
 from modelhub.settings import Settings
 from tests.servers import serve_in_thread
 
-__all__ = ["SERVED_MODEL", "TRANSCRIPT_REQUESTS", "Reply", "VllmDouble", "record_transcript"]
+__all__ = ["SERVED_MODEL", "Reply", "VllmDouble"]
 
 SERVED_MODEL = "mistralai/Mistral-Small-3.2-24B-Instruct-2506"
 TOOL_CALLS = "[TOOL_CALLS]"
@@ -98,6 +99,7 @@ class Reply:
     stall_after: int | None = None  # stop sending (connection open) after this many chunks
     error_after: int | None = None  # vLLM's in-stream error event after this many chunks
     error: tuple[int, str] | None = None  # answer (status, message) instead of generating
+    logprob: float = -0.25  # every sampled token's, when the request asks for logprobs
 
 
 @dataclass
@@ -108,6 +110,7 @@ class _Choice:
     finish_reason: str
     stop_reason: str | None
     reply: Reply
+    logprobs: list[dict] | None = None  # one entry per token, when asked for
 
 
 def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
@@ -126,6 +129,17 @@ def _tokenizers(tokenizer: Path | None, cache_dir: Path) -> tuple[MistralFormat,
     path = tokenizer or v11_tokenizer_file(cache_dir)
     tekken = MistralTokenizer.from_file(str(path)).instruct_tokenizer.tokenizer
     return MistralFormat(tokenizer, cache_dir), tekken
+
+
+def _logprob(token: str, logprob: float, top: int) -> dict:
+    """vLLM's ``ChatCompletionLogProbsContent``: the sampled token first among the top ones."""
+
+    def entry(text: str, value: float) -> dict:
+        return {"token": text, "logprob": value, "bytes": list(text.encode())}
+
+    alternatives = [entry(f"alt{i}", logprob - i) for i in range(1, top)]
+    ranked = [entry(token, logprob), *alternatives] if top else []
+    return {**entry(token, logprob), "top_logprobs": ranked}
 
 
 def _tool_call_id() -> str:
@@ -245,7 +259,13 @@ class VllmDouble:
         if any(delta and "tool_calls" in delta for delta in deltas):
             named = isinstance(body.get("tool_choice"), dict)
             finish = "stop" if named else "tool_calls"
-        return _Choice(index, pieces, deltas, reply.finish_reason or finish, stop_reason, reply)
+        logprobs = None
+        if body.get("logprobs"):
+            top = body.get("top_logprobs") or 0
+            logprobs = [_logprob(piece, reply.logprob, top) for piece in pieces]
+        return _Choice(
+            index, pieces, deltas, reply.finish_reason or finish, stop_reason, reply, logprobs
+        )
 
     @staticmethod
     def _stream_deltas(pieces: list[str]) -> list[dict | None]:
@@ -457,7 +477,7 @@ class VllmDouble:
                 {
                     "index": c.index,
                     "message": self._message(c),
-                    "logprobs": None,
+                    "logprobs": None if c.logprobs is None else {"content": c.logprobs},
                     "finish_reason": c.finish_reason,
                     "stop_reason": c.stop_reason,
                     "token_ids": None,
@@ -476,8 +496,8 @@ class VllmDouble:
         """Every chunk vLLM sends for these choices, in order (choices take turns per step)."""
         head = {"id": head["id"], "object": "chat.completion.chunk", **head}
 
-        def chunk(index: int, delta: dict, finish: str | None = None, stop=None) -> dict:
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        def chunk(index: int, delta: dict, logprobs=None, finish=None, stop=None) -> dict:
+            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
             if finish is not None:
                 choice.update(stop_reason=stop, token_ids=None)
             return {**head, "choices": [choice]}
@@ -489,10 +509,12 @@ class VllmDouble:
                     continue
                 last = step == len(c.deltas) - 1
                 delta = c.deltas[step]
+                logprobs = None if c.logprobs is None else {"content": [c.logprobs[step]]}
                 if last:
-                    out.append(chunk(c.index, delta or {}, c.finish_reason, c.stop_reason))
+                    finish = (c.finish_reason, c.stop_reason)
+                    out.append(chunk(c.index, delta or {}, logprobs, *finish))
                 elif delta is not None:
-                    out.append(chunk(c.index, delta))
+                    out.append(chunk(c.index, delta, logprobs))
         if usage is not None:
             out.append({**head, "choices": [], "usage": usage})
         return out
@@ -522,79 +544,3 @@ class VllmDouble:
                 await asyncio.sleep(reply.delay_s)
             yield _sse(payload)
         yield "data: [DONE]\n\n"
-
-
-# Recorded transcripts ---------------------------------------------------------------
-_WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-_ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
-_STREAM = {"model": SERVED_MODEL, "stream": True, "stream_options": {"include_usage": True}}
-# name -> (request body, the replies it is scripted with); n=2 is two n=1 requests, as the
-# gateway sends it.
-TRANSCRIPT_REQUESTS: dict[str, tuple[dict, tuple[Reply, ...]]] = {
-    "text": ({**_STREAM, "messages": _ASK, "max_tokens": 64}, (Reply(content="Sunny, 21 °C."),)),
-    "tool_call": (
-        {**_STREAM, "messages": _ASK, "tools": [_WEATHER_TOOL], "max_tokens": 64},
-        (Reply(content="Checking.", tool_calls=[("get_weather", '{"city": "Paris"}')]),),
-    ),
-    "truncated_tool_call": (
-        {
-            **_STREAM,
-            "messages": _ASK,
-            "tools": [_WEATHER_TOOL],
-            "tool_choice": "required",
-            "max_tokens": 9,
-        },
-        (Reply(tool_calls=[("get_weather", '{"city": "Paris, France"}')]),),
-    ),
-    "json": (
-        {**_STREAM, "messages": _ASK, "response_format": {"type": "json_object"}, "max_tokens": 64},
-        (Reply(content='{"city": "Paris", "sky": "clear"}'),),
-    ),
-    "n2_choice0": (
-        {**_STREAM, "messages": _ASK, "max_tokens": 4, "seed": 1},
-        (Reply(content="Rain later today."),),
-    ),
-    "n2_choice1": (
-        {**_STREAM, "messages": _ASK, "max_tokens": 4, "seed": 2},
-        (Reply(content="Clear."),),
-    ),
-}
-
-
-def record_transcript(double: VllmDouble, name: str) -> str:
-    """The raw SSE body the double sends for one of ``TRANSCRIPT_REQUESTS``."""
-    body, replies = TRANSCRIPT_REQUESTS[name]
-    double.script(*replies)
-    response = httpx.post(f"{double.api_url}/chat/completions", json=body, timeout=30)
-    response.raise_for_status()
-    return response.text
-
-
-def main() -> None:
-    """Rewrite ``tests/data/upstream_sse/*.sse``: ``python -m tests.vllm_double``."""
-    from tests.sse import TRANSCRIPTS
-
-    with tempfile.TemporaryDirectory() as tmp:
-        double = VllmDouble(Path(tmp)).start()
-        try:
-            TRANSCRIPTS.mkdir(parents=True, exist_ok=True)
-            for name in TRANSCRIPT_REQUESTS:
-                (TRANSCRIPTS / f"{name}.sse").write_text(
-                    record_transcript(double, name), encoding="utf-8"
-                )
-        finally:
-            double.stop()
-
-
-if __name__ == "__main__":
-    main()
