@@ -56,9 +56,11 @@ CASES = {
         [Reply(content='{"city": "Paris"}')],
         "stop",
     ),
+    # The gateway fans the choices out as concurrent upstream requests, which may reach the
+    # double in either order: both choices get the same reply.
     "n=2": (
         {"messages": ASK, "n": 2, "max_tokens": 64},
-        [Reply(content="One."), Reply(content="Two.")],
+        [Reply(content="Both."), Reply(content="Both.")],
         "stop",
     ),
 }
@@ -122,3 +124,17 @@ def test_a_vllm_refusal_is_a_400_in_openai_shape(double, gateway):
     )
     assert r.status_code == 400
     assert "maximum context length" in r.json()["error"]["message"]
+
+
+def test_without_max_tokens_the_gateway_asks_within_the_upstreams_window(double, gateway):
+    """The gateway's window is the upstream's own max_model_len (read from its /v1/models),
+    not the card's 128k, so an unset max_tokens never makes vLLM answer 400."""
+    double.script(Reply(content="Fine."))
+    r = httpx.post(
+        f"{gateway.base_url}/v1/chat/completions",
+        json={"model": MISTRAL, "messages": ASK},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    sent = double.requests[-1]
+    assert sent["max_tokens"] + r.json()["usage"]["prompt_tokens"] <= double.max_model_len
