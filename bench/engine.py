@@ -265,7 +265,7 @@ def run_engine(quick: bool, repetitions: int) -> EngineResult:
             for target in TARGETS:
                 server, url, result.flags[target] = _start(target, gguf, Path(tmp))
                 servers[target] = (server, url)
-                warm = [[_body(target, p[0])] for p in workloads.short()[:4]]
+                warm = [[{"body": _body(target, p[0])}] for p in workloads.short()[:4]]
                 measure(server, url, warm, items=4, concurrency=4, duration=60, parse=True)
             result.versions["llama-cpp-python[server]"] = peer_version(
                 llamacpp_server_python(), "llama-cpp-python"
@@ -294,7 +294,7 @@ def _run_level(
     server, url = server_url
     if target == "llama_cpp.server":
         _check_text_prompts(url, items)
-    work = [[_body(target, p) for p in item] for item in items]
+    work = [[{"body": _body(target, p)} for p in item] for item in items]
     raw = measure(
         server,
         url,

@@ -172,7 +172,10 @@ litellm_settings:
     server = Server(
         f"gateway-litellm-{workers}",
         [str(python.parent / "litellm"), "--config", str(config)]
-        + ["--host", "127.0.0.1", "--port", str(port), "--num_workers", str(workers)],
+        + ["--host", "127.0.0.1", "--port", str(port), "--num_workers", str(workers)]
+        # uvicorn's supervisor restarts a worker that misses its 5 s health check, and a
+        # busy machine imports LiteLLM for minutes: without this, workers never come up.
+        + (["--timeout_worker_healthcheck", "900"] if workers > 1 else []),
         env=env,
     )
     return (
