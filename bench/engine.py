@@ -177,8 +177,11 @@ def _start(target: str, gguf: Path, work: Path) -> tuple[Server, str, dict]:
         # What llama-server itself says it runs with (slots, context, sampling defaults).
         with urllib.request.urlopen(f"{base}/props", timeout=10) as r:
             props = json.load(r)
+        settings = props.get("default_generation_settings") or {}
         flags["props"] = {
-            k: props.get(k) for k in ("total_slots", "build_info", "default_generation_settings")
+            "total_slots": props.get("total_slots"),
+            "n_ctx": settings.get("n_ctx"),
+            "build_info": props.get("build_info"),
         }
     return server, f"{base}/v1/completions", flags
 

@@ -216,6 +216,7 @@ def run_gateway(quick: bool, repetitions: int) -> GatewayResult:
                 "modelhub": f"auth on, {KEYS} keys over {CONTRACTS} contracts, ledger on",
                 **{
                     t: f"--num_workers {t.split('-')[1]}, master key, no database"
+                    + (", --timeout_worker_healthcheck 900" if t != "litellm-1" else "")
                     for t in targets
                     if t.startswith("litellm")
                 },
