@@ -177,8 +177,11 @@ def _start(target: str, gguf: Path, work: Path) -> tuple[Server, str, dict]:
         # What llama-server itself says it runs with (slots, context, sampling defaults).
         with urllib.request.urlopen(f"{base}/props", timeout=10) as r:
             props = json.load(r)
+        settings = props.get("default_generation_settings") or {}
         flags["props"] = {
-            k: props.get(k) for k in ("total_slots", "build_info", "default_generation_settings")
+            "total_slots": props.get("total_slots"),
+            "n_ctx": settings.get("n_ctx"),
+            "build_info": props.get("build_info"),
         }
     return server, f"{base}/v1/completions", flags
 
@@ -265,7 +268,7 @@ def run_engine(quick: bool, repetitions: int) -> EngineResult:
             for target in TARGETS:
                 server, url, result.flags[target] = _start(target, gguf, Path(tmp))
                 servers[target] = (server, url)
-                warm = [[_body(target, p[0])] for p in workloads.short()[:4]]
+                warm = [[{"body": _body(target, p[0])}] for p in workloads.short()[:4]]
                 measure(server, url, warm, items=4, concurrency=4, duration=60, parse=True)
             result.versions["llama-cpp-python[server]"] = peer_version(
                 llamacpp_server_python(), "llama-cpp-python"
@@ -294,7 +297,7 @@ def _run_level(
     server, url = server_url
     if target == "llama_cpp.server":
         _check_text_prompts(url, items)
-    work = [[_body(target, p) for p in item] for item in items]
+    work = [[{"body": _body(target, p)} for p in item] for item in items]
     raw = measure(
         server,
         url,

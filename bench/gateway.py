@@ -172,7 +172,10 @@ litellm_settings:
     server = Server(
         f"gateway-litellm-{workers}",
         [str(python.parent / "litellm"), "--config", str(config)]
-        + ["--host", "127.0.0.1", "--port", str(port), "--num_workers", str(workers)],
+        + ["--host", "127.0.0.1", "--port", str(port), "--num_workers", str(workers)]
+        # uvicorn's supervisor restarts a worker that misses its 5 s health check, and a
+        # busy machine imports LiteLLM for minutes: without this, workers never come up.
+        + (["--timeout_worker_healthcheck", "900"] if workers > 1 else []),
         env=env,
     )
     return (
@@ -213,6 +216,7 @@ def run_gateway(quick: bool, repetitions: int) -> GatewayResult:
                 "modelhub": f"auth on, {KEYS} keys over {CONTRACTS} contracts, ledger on",
                 **{
                     t: f"--num_workers {t.split('-')[1]}, master key, no database"
+                    + (", --timeout_worker_healthcheck 900" if t != "litellm-1" else "")
                     for t in targets
                     if t.startswith("litellm")
                 },

@@ -227,7 +227,7 @@ async def run_load(
 ) -> dict:
     """Runs ``items`` items (cycling through ``work``) closed-loop at ``concurrency`` or
     open-loop at ``rate``; no new item starts after ``duration`` seconds, and what is still
-    in flight a further ``duration`` later is cancelled and counted as failed."""
+    in flight a further ``duration`` (at least 30 s) later is cancelled and counted as failed."""
     host, port, raws = _raw(url, work)
     pool = _Pool(host, port)
     records: list[Record] = []
@@ -258,7 +258,8 @@ async def run_load(
             tasks.append(asyncio.ensure_future(gated(i)))
             if not math.isinf(rate):
                 await asyncio.sleep(rng.expovariate(rate))
-    _, late = await asyncio.wait(tasks, timeout=max(deadline + duration - time.perf_counter(), 1))
+    drain = max(duration, 30.0)
+    _, late = await asyncio.wait(tasks, timeout=max(deadline + drain - time.perf_counter(), 1))
     for task in late:
         task.cancel()
     for record in records:

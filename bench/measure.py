@@ -44,22 +44,24 @@ def measure(
         argv.append("--parse-events")
     cpu_before = server.cpu_seconds()
     rss_peak = server.rss_bytes()
-    proc = subprocess.Popen(
-        argv, cwd=BENCH_DIR.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        while proc.poll() is None:
-            rss_peak = max(rss_peak, server.rss_bytes())
-            time.sleep(0.1)
-    finally:
-        if proc.poll() is None:  # interrupted: the load generator goes too
-            proc.kill()
-        Path(f.name).unlink(missing_ok=True)
-    out, err = proc.communicate()
-    cpu = server.cpu_seconds() - cpu_before
-    if proc.returncode != 0:
-        raise RuntimeError(f"load generator failed: {err[-2000:]}")
-    result = json.loads(out)
+    # The records of thousands of requests overflow a pipe: the output goes to a file.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(argv, cwd=BENCH_DIR.parent, stdout=out, stderr=err, text=True)
+        try:
+            while proc.poll() is None:
+                rss_peak = max(rss_peak, server.rss_bytes())
+                time.sleep(0.1)
+        finally:
+            if proc.poll() is None:  # interrupted: the load generator goes too
+                proc.kill()
+                proc.wait()
+            Path(f.name).unlink(missing_ok=True)
+        cpu = server.cpu_seconds() - cpu_before
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"load generator failed: {err.read()[-2000:]}")
+        result = json.load(out)
     result["cpu_s"] = cpu
     result["rss_peak"] = rss_peak
     return result

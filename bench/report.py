@@ -46,9 +46,7 @@ def commit() -> str:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def git(*args: str) -> str:
-        out = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=False
-        )
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
         return out.stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "?"

@@ -23,6 +23,12 @@ __all__ = ["main"]
 SECTIONS = ("gateway", "engine", "encoding", "memory")
 
 
+def _save(raw: dict[str, object]) -> None:
+    """Raw figures, written after each part so that a later failure loses nothing."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUT_DIR / "results.json").write_text(json.dumps(raw, indent=2, default=str))
+
+
 def _print(text: str, parts: list[str]) -> None:
     print("\n" + text, flush=True)
     parts.append(text)
@@ -55,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
         engine = run_engine(args.quick, reps)
         raw["engine"] = engine.__dict__
+        _save(raw)
         _print(engine_tables(engine), parts)
     if "gateway" in chosen or "memory" in chosen:
         from bench.gateway import run_gateway
@@ -62,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
         gateway = run_gateway(args.quick, reps)
         raw["gateway"] = gateway.__dict__
+        _save(raw)
         if "gateway" in chosen:
             _print(gateway_tables(gateway), parts)
         if "memory" in chosen:
@@ -78,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         _print(targets_table(engine, gateway if "gateway" in chosen else None), parts)
 
     elapsed = time.monotonic() - started
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    (OUT_DIR / "results.json").write_text(json.dumps(raw, indent=2, default=str))
+    _save(raw)
     print(f"\n[bench] done in {elapsed / 60:.1f} min", file=sys.stderr)
     if not args.quick and not args.only and args.reps is None:
         (BENCH_DIR / "RESULTS.md").write_text(

@@ -24,6 +24,12 @@ ENGINE_LABELS = {
 GATEWAY_LABELS = {"floor": "upstream direct (floor)", "modelhub": "modelhub (auth, limits, ledger)"}
 
 
+def _gateway_label(target: str) -> str:
+    if target in GATEWAY_LABELS:
+        return GATEWAY_LABELS[target]
+    return f"LiteLLM, {target.removeprefix('litellm-')} worker(s)"
+
+
 def _four(runs: list[dict], metric: str) -> str:
     cells = [spread(runs, f"{metric}_{s}_ms").median for s in ("mean", "p50", "p90", "p99")]
     return " / ".join(fmt(c, 0 if metric in ("ttft", "e2e") else 1) for c in cells)
@@ -99,7 +105,7 @@ def gateway_tables(result: GatewayResult) -> str:
             rows.append(
                 [
                     level,
-                    GATEWAY_LABELS.get(target, f"LiteLLM, {target.split('-')[1]} worker(s)"),
+                    _gateway_label(target),
                     spread(runs, "req_per_s").text(0),
                     spread(runs, "e2e_p50_ms").text(2),
                     "-" if floor else _added(result, level, target, "e2e_p50_ms").text(2),
@@ -147,7 +153,7 @@ def memory_table(result: GatewayResult) -> str:
         runs = result.runs.get("burst c=16", {}).get(target, [])
         rows.append(
             [
-                GATEWAY_LABELS.get(target, f"LiteLLM, {target.split('-')[1]} worker(s)"),
+                _gateway_label(target),
                 fmt(result.rss_idle[target] / mib, 0),
                 Spread(r["rss_peak"] / mib for r in runs if r.get("rss_peak")).text(0),
             ]
