@@ -78,6 +78,4 @@ def response_format_grammar(response_format: ResponseFormat | None) -> str | Non
     if response_format.type == "json_object":
         return _OBJECT_GBNF
     assert response_format.json_schema is not None
-    return json_schema_grammar(
-        response_format.json_schema.schema_, param="response_format.json_schema.schema"
-    )
+    return json_schema_grammar(response_format.json_schema.schema_, param="response_format")
