@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.api.test_mistral_e2e import _make_tiny
 from tests.conftest import MISTRAL, make_settings
 from tests.servers import RunningServer, start_server

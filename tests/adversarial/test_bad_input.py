@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 from PIL import Image
+
 from tests.adversarial.conftest import rss_mb
 from tests.conftest import DEMO_MODEL, LONG_ANSWER, MISTRAL
 

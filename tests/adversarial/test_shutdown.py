@@ -10,6 +10,7 @@ import time
 
 import httpx
 import pytest
+
 from tests.conftest import DEMO_MODEL, LONG_ANSWER
 from tests.processes import spawn_modelhub
 
