@@ -46,7 +46,8 @@ def test_sigterm_ends_a_long_stream_at_the_drain_deadline_and_bills_it(tmp_path)
         took = time.monotonic() - signalled
     finally:
         server.kill()
-    assert exit_code == 0
+    # uvicorn re-raises the signal it handled once it has shut down.
+    assert exit_code in (0, -signal.SIGTERM)
     assert took < DRAIN_S + 15, took  # generous on a loaded 2-core machine
     errors = [json.loads(e[6:]) for e in events if e.startswith("data: {") and '"error"' in e]
     assert errors and errors[-1]["error"]["code"] == "server_shutting_down"
