@@ -283,3 +283,14 @@ def test_the_openapi_document_lists_the_real_errors(hostile):
     assert chat["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ChatCompletionRequest"
     }
+
+
+def test_hostile_model_names_neither_break_nor_grow_the_metrics(hostile):
+    for name in ("\ud800".encode("utf-8", "surrogatepass"), b"random-1", b"random-2"):
+        body = b'{"model": "%s", "messages": [{"role": "user", "content": "x"}]}' % (
+            name.decode("utf-8", "surrogatepass").encode("ascii", "backslashreplace")
+        )
+        assert_error(hostile.post("/v1/chat/completions", content=body, headers=JSON), 404)
+    metrics = hostile.get("/metrics")
+    assert metrics.status_code == 200
+    assert "random-1" not in metrics.text and 'model="unknown"' in metrics.text

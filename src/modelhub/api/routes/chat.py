@@ -19,16 +19,20 @@ router = APIRouter(route_class=AuthenticatedRoute, responses=MODEL_ERRORS)
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     h = hub(request)
+    # Caller-chosen label values would let anyone grow /metrics (or break it: a lone
+    # surrogate cannot be encoded); names outside the catalog are counted as "unknown".
+    known = any(card.id == body.model for card in h.deployment.catalog)
     requests = h.metrics.requests
+    model = body.model if known else "unknown"
     try:
         principal = await authenticate(request, body.model)
         prepared = await h.chat.prepare(body, principal)
         await h.chat.admit(prepared)
     except ModelhubError as exc:
-        requests.labels(body.model, str(exc.status_code)).inc()
+        requests.labels(model, str(exc.status_code)).inc()
         raise
     if body.stream:
-        requests.labels(body.model, "200").inc()
+        requests.labels(model, "200").inc()
         return StreamingResponse(
             sse_events(h.chat.stream(prepared)),
             media_type="text/event-stream",
@@ -37,9 +41,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     try:
         completion = await h.chat.complete(prepared)
     except ModelhubError as exc:
-        requests.labels(body.model, str(exc.status_code)).inc()
+        requests.labels(model, str(exc.status_code)).inc()
         raise
-    requests.labels(body.model, "200").inc()
+    requests.labels(model, "200").inc()
     return Response(
         completion.model_dump_json(), media_type="application/json", headers=prepared.headers
     )
