@@ -17,7 +17,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-EXAMPLES = 25
+EXAMPLES = 50
 
 
 def _cap_generation(body: dict) -> None:
