@@ -84,3 +84,23 @@ def test_response_formats():
         "json_schema": {"name": "n", "schema": {"type": "integer", "maximum": 3}},
     }
     assert response_format_grammar(fmt(schema)).startswith("root ::= (")
+
+
+@pytest.mark.parametrize("digits", range(1, 20))
+def test_large_bounds_match_exactly_and_write_only_valid_repetitions(digits):
+    """minimum: 202 once admitted 201, and 16+ digit bounds wrote [0-9]{18,15}."""
+    bound = int("7" * digits) if digits < 19 else 2**63 - 2
+    for low, high in ((bound, None), (None, -bound), (202, None), (-bound, bound)):
+        rule = int_range_rule(low, high)
+        for m, n in re.findall(r"\{(\d+),(\d+)\}", rule):
+            assert int(m) <= int(n), rule
+        regex = _as_regex(rule)
+        for x in (bound - 1, bound, bound + 1, -bound - 1, -bound, 201, 202, 0, 2**63 - 1):
+            inside = (low is None or x >= low) and (high is None or x <= high)
+            assert bool(regex.fullmatch(str(x))) == inside, (low, high, x)
+
+
+def test_bounds_outside_int64_are_refused():
+    for schema in ({"type": "integer", "minimum": 1e308}, {"type": "integer", "maximum": -(2**64)}):
+        with pytest.raises(InvalidRequestError):
+            json_schema_grammar(schema, param="response_format")

@@ -22,6 +22,7 @@ import functools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http import HTTPStatus
 
 import anyio
 import uvicorn
@@ -88,7 +89,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, error: ModelhubError) -> None:
         body = json.dumps(error.to_body(), ensure_ascii=True).encode()
         head = (
-            f"HTTP/1.1 {status} \r\ncontent-type: application/json\r\n"
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
         )
         self.transport.write(head.encode() + body)

@@ -77,4 +77,4 @@ def response_format_grammar(output: JsonOutput | None) -> str | None:
         return None
     if output.schema is None:
         return _OBJECT_GBNF
-    return json_schema_grammar(output.schema, param="response_format.json_schema.schema")
+    return json_schema_grammar(output.schema, param="response_format")
