@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         raw["gateway"] = gateway.__dict__
         _save(raw)
         if "gateway" in chosen:
+            from bench.journal import journal_table
+
             _print(gateway_tables(gateway), parts)
+            _print(journal_table(args.quick), parts)
         if "memory" in chosen:
             _print(memory_table(gateway), parts)
     if "encoding" in chosen:
