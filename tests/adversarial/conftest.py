@@ -9,12 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.test_mistral_e2e import _make_tiny
 from tests.conftest import MISTRAL, make_settings
 from tests.servers import RunningServer, start_server
-
-TINY = Path.home() / ".cache" / "modelhub" / "tiny-mistral"
-
 
 def rss_mb() -> int:
     """This process's resident memory: the test servers run in its threads."""
@@ -26,10 +22,11 @@ def rss_mb() -> int:
 
 
 @pytest.fixture(scope="session")
-def hostile_server(tmp_path_factory) -> RunningServer:
-    gguf, mmproj, tekken = _make_tiny(TINY)
+def hostile_server(tmp_path_factory, tiny_mistral) -> RunningServer:
+    gguf, mmproj, tekken = tiny_mistral
     settings = make_settings(
         tmp_path_factory.mktemp("hostile"),
+        auth=False,
         backends={MISTRAL: {"gguf": str(gguf), "mmproj": str(mmproj), "tokenizer": str(tekken)}},
         engine_slots=2,
         engine_queue=0,

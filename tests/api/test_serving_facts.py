@@ -32,6 +32,7 @@ def misdescribed(tmp_path_factory, demo_server):
     card.write_text(text)
     settings = make_settings(
         tmp,
+        auth=False,
         catalog_dir=catalog,
         engine_context=2048,
         backends={LLAMA: {"upstreams": [demo_server.api_url], "served_model_name": DEMO_MODEL}},

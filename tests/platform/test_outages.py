@@ -16,14 +16,14 @@ import pytest
 
 from modelhub.errors import DatabaseUnavailableError, RateLimitError, RateLimiterUnavailableError
 from modelhub.platform import Limits, Platform
-from tests.platform.conftest import FakeClock, make_settings
+from tests.platform.conftest import FakeClock, platform_settings
 from tests.platform.test_ledger import principal, row, rows_in
 
 
 async def test_redis_down_refuses_limited_contracts_with_503_and_recovers_at_once(
     tmp_path, own_redis, caplog
 ):
-    settings = make_settings(tmp_path, redis_url=own_redis.url)
+    settings = platform_settings(tmp_path, redis_url=own_redis.url)
     platform = await Platform.open(settings)
     try:
         limited = await principal(platform, "limited", limits=Limits(rpm=100, tpm=10_000))
@@ -46,7 +46,7 @@ async def test_redis_down_refuses_limited_contracts_with_503_and_recovers_at_onc
 
 
 async def test_local_fallback_limits_each_gateway_to_its_share(tmp_path, own_redis):
-    settings = make_settings(
+    settings = platform_settings(
         tmp_path, redis_url=own_redis.url, ratelimit_redis_fallback="local", gateway_count=2
     )
     platform = await Platform.open(settings)
@@ -69,7 +69,7 @@ async def test_postgres_down_cached_keys_work_for_the_stale_ttl_unknown_keys_503
     tmp_path, postgres
 ):
     clock = FakeClock()
-    settings = make_settings(
+    settings = platform_settings(
         tmp_path,
         database_url=postgres.create_database("auth_outage"),
         auth_cache_ttl_s=1,
