@@ -17,8 +17,9 @@ Prefix caching (``prefix_cache``): a finished or preempted sequence's cells stay
 spare sequence id, as a cache entry; an admitted request borrows the longest prefix any
 entry or running sequence holds (``llama_memory_seq_cp``: no copy, no compute) and
 prefills only the rest. Entries go least recently used first when cells or ids run short,
-before any running sequence is preempted. Measured on the demo model: a 2,500-token system
-prompt prefilled once, not on every request (figures in the engine's tests' report).
+before any running sequence is preempted. Measured on the demo model (one thread, busy
+machine): a 2,741-token system prompt took 60 s to the first token cold, 0.34-0.53 s once
+cached.
 
 Grammars. A request's grammar is compiled in a worker thread before it is queued (one
 that does not compile is refused then), and a constrained sequence's token is sampled in
