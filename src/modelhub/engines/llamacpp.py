@@ -43,7 +43,7 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import llama_cpp
@@ -71,6 +71,9 @@ log = logging.getLogger(__name__)
 
 # Called after each decode step with (sequences in the batch, tokens in the batch).
 StepObserver = Callable[[int, int], None]
+
+# How long a decode step waits for grammar-constrained tokens still being sampled.
+_SAMPLING_WAIT_S = 0.02
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -560,7 +563,11 @@ class LlamaCppEngine:
                 seq.next_image += 1
 
     def _collect(self) -> None:
-        """Tokens sampled off the decode thread since the last step."""
+        """Tokens sampled off the decode thread since the last step. A usual grammar
+        samples in a few milliseconds, so the step waits that long to keep its sequence in
+        the next batch; a costly one is left behind instead of holding the batch."""
+        if self._sampling:
+            wait([s.pending for s in self._sampling], timeout=_SAMPLING_WAIT_S)
         for seq in [s for s in self._sampling if s.pending.done()]:
             self._sampling.remove(seq)
             future, logits = seq.pending, seq.pending_logits
