@@ -17,8 +17,9 @@ Prefix caching (``prefix_cache``): a finished or preempted sequence's cells stay
 spare sequence id, as a cache entry; an admitted request borrows the longest prefix any
 entry or running sequence holds (``llama_memory_seq_cp``: no copy, no compute) and
 prefills only the rest. Entries go least recently used first when cells or ids run short,
-before any running sequence is preempted. Measured on the demo model: a 2,500-token system
-prompt prefilled once, not on every request (figures in the engine's tests' report).
+before any running sequence is preempted. Measured on the demo model (one thread, busy
+machine): a 2,741-token system prompt took 60 s to the first token cold, 0.34-0.53 s once
+cached.
 
 Grammars. A request's grammar is compiled in a worker thread before it is queued (one
 that does not compile is refused then), and a constrained sequence's token is sampled in
@@ -43,7 +44,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import llama_cpp
@@ -71,6 +72,9 @@ log = logging.getLogger(__name__)
 
 # Called after each decode step with (sequences in the batch, tokens in the batch).
 StepObserver = Callable[[int, int], None]
+
+# How long a decode step waits for grammar-constrained tokens still being sampled.
+_SAMPLING_WAIT_S = 0.02
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -567,7 +571,11 @@ class LlamaCppEngine:
                 seq.next_image += 1
 
     def _collect(self) -> None:
-        """Tokens sampled off the decode thread since the last step."""
+        """Tokens sampled off the decode thread since the last step. A usual grammar
+        samples in a few milliseconds, so the step waits that long to keep its sequence in
+        the next batch; a costly one is left behind instead of holding the batch."""
+        if self._sampling:
+            wait([s.pending for s in self._sampling], timeout=_SAMPLING_WAIT_S)
         for seq in [s for s in self._sampling if s.pending.done()]:
             self._sampling.remove(seq)
             future, logits = seq.pending, seq.pending_logits

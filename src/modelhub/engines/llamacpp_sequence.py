@@ -30,18 +30,23 @@ _PENALTY_WINDOW = 64
 
 # llama_token_data as numpy sees it: the candidates array built from a row of logits.
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+# How many of the likeliest tokens a grammar checks before it checks the whole vocabulary.
+_SHORTLIST = 512
 
 
 class SamplerChain:
     """A llama.cpp sampler chain for one request (temperature, top_p, seed, penalties), and
     the output grammar apart from it.
 
-    A grammar is checked against the whole vocabulary only when it has to be, as llama.cpp's
-    own common sampler does: the token is first sampled without it, and only when the
-    grammar rejects that token is it applied to every candidate and the token sampled
-    again. The result has the constrained distribution either way (a rejected draw is
-    resampled from the allowed tokens), and a grammar with a 10,000-value enum costs its
-    full price only on the steps where the model strays.
+    A grammar is checked against the whole vocabulary only when it has to be. As llama.cpp's
+    own common sampler does, the token is first sampled without it and kept if the grammar
+    allows it (a rejected draw is resampled from the allowed tokens, so the result has the
+    constrained distribution). When it is rejected, the grammar is applied to the
+    ``_SHORTLIST`` likeliest tokens and the token drawn among those it allows (for greedy
+    decoding the same token; otherwise the top-k truncation happens before the grammar
+    instead of after it); only when it allows none of them does it check every token. A
+    grammar with a 10,000-value enum, which takes seconds over a 262k vocabulary, thus
+    costs its full price only where the model strays far from it.
     """
 
     def __init__(
@@ -92,29 +97,31 @@ class SamplerChain:
 
     def sample_logits(self, logits: np.ndarray) -> int:
         """Sample from a row of logits and accept the token; any thread, one at a time."""
-        token = self._draw(logits, grammar=False)
+        token = self._draw(_all_candidates(logits), grammar=False)
         if self.constrained:
             if not self._allows(token, logits):
-                token = self._draw(logits, grammar=True)
+                shortlist = np.argpartition(-logits, _SHORTLIST)[:_SHORTLIST]
+                token = self._draw(_some_candidates(shortlist, logits), grammar=True)
+                if token < 0:
+                    token = self._draw(_all_candidates(logits), grammar=True)
             llama_cpp.llama_sampler_accept(self.grammar, token)
         llama_cpp.llama_sampler_accept(self.ptr, token)
         return token
 
-    def _draw(self, logits: np.ndarray, *, grammar: bool) -> int:
-        data = np.empty(len(logits), _TOKEN_DATA)
-        data["id"] = np.arange(len(logits), dtype=np.int32)
-        data["logit"] = logits
-        data["p"] = 0.0
+    def _draw(self, data: np.ndarray, *, grammar: bool) -> int:
+        """Apply the grammar (if asked) and the chain to the candidates; -1 if the grammar
+        allows none of them."""
         candidates = _candidates(data)
         if grammar:
             llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(candidates))
+            if not np.isfinite(data["logit"][: candidates.size]).any():
+                return -1
         llama_cpp.llama_sampler_apply(self.ptr, ctypes.byref(candidates))
         return int(candidates.data[candidates.selected].id)
 
     def _allows(self, token: int, logits: np.ndarray) -> bool:
-        one = np.array([(token, logits[token], 0.0)], _TOKEN_DATA)
-        candidates = _candidates(one)
-        llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(candidates))
+        one = _some_candidates(np.array([token]), logits)
+        llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(_candidates(one)))
         return bool(np.isfinite(one["logit"][0]))
 
     def free(self) -> None:
@@ -122,6 +129,18 @@ class SamplerChain:
             if ptr:
                 llama_cpp.llama_sampler_free(ptr)
         self.ptr = self.grammar = None
+
+
+def _some_candidates(ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    data = np.empty(len(ids), _TOKEN_DATA)
+    data["id"] = ids
+    data["logit"] = logits[ids]
+    data["p"] = 0.0
+    return data
+
+
+def _all_candidates(logits: np.ndarray) -> np.ndarray:
+    return _some_candidates(np.arange(len(logits), dtype=np.int32), logits)
 
 
 def _candidates(data: np.ndarray) -> llama_cpp.llama_token_data_array:
