@@ -4,13 +4,13 @@ tight server limits so that the hostile cases finish quickly."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import MISTRAL, make_settings
 from tests.servers import RunningServer, start_server
+
 
 def rss_mb() -> int:
     """This process's resident memory: the test servers run in its threads."""

@@ -144,6 +144,8 @@ class Deployment:
                 threads=self._settings.engine_threads,
                 top_k=self._settings.engine_top_k,
                 mmproj=backend.mmproj,
+                max_running=self._settings.engine_max_running_per_contract,
+                prefix_cache=self._settings.engine_prefix_cache,
                 observer=self._metrics.step_observer(card.id),
                 queue_observer=self._metrics.queue_observer(card.id),
             )
