@@ -26,10 +26,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from modelhub.errors import InvalidRequestError
-from modelhub.schemas.chat import ChatCompletionRequest
 from modelhub.settings import Settings
 
-__all__ = ["LLAMA_MAX_OPTIONAL", "SchemaLimits", "check_request_schemas", "check_schema"]
+__all__ = ["LLAMA_MAX_OPTIONAL", "SchemaLimits", "check_schema"]
 
 # Nested optional groups llama.cpp's grammar parser accepts (measured: 1,000 compile, 1,001
 # do not). Not a setting: a larger value only trades the 400 for an engine error.
@@ -205,22 +204,3 @@ def check_schema(schema: object, param: str, limits: SchemaLimits) -> int:
     """Refuse (400 naming ``param``) a schema whose grammar would cost too much, or could not
     be compiled; return its size, so a caller can bound several schemas together."""
     return _Check(limits, param).walk(schema)
-
-
-def check_request_schemas(request: ChatCompletionRequest, settings: Settings) -> None:
-    """Every schema of a chat request that becomes a grammar: ``response_format``'s and
-    each tool's parameters, which share one size budget (one grammar holds all tools)."""
-    limits = SchemaLimits.from_settings(settings)
-    response_format = request.response_format
-    if response_format is not None and response_format.json_schema is not None:
-        check_schema(response_format.json_schema.schema_, "response_format", limits)
-    total = 0
-    for i, tool in enumerate(request.tools or []):
-        param = f"tools[{i}].function.parameters"
-        total += check_schema(tool.function.parameters, param, limits)
-        if total > limits.max_size:
-            raise InvalidRequestError(
-                f"The tools' parameter schemas together are larger than this hub's limit of "
-                f"{limits.max_size} (about their length in JSON).",
-                param=param,
-            )

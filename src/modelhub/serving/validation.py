@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from modelhub.catalog import ModelCard
 from modelhub.errors import InvalidRequestError, UnsupportedParameterError
-from modelhub.formats.schema_limits import check_request_schemas
+from modelhub.formats.schema_limits import SchemaLimits, check_schema
 from modelhub.schemas.chat import AudioPart, ChatCompletionRequest, ImagePart, NamedToolChoice
 from modelhub.settings import Settings
 
@@ -66,3 +66,22 @@ def validate_for_model(request: ChatCompletionRequest, card: ModelCard, settings
     _check_parts(request, card)
     _check_tools(request, card)
     check_request_schemas(request, settings)
+
+
+def check_request_schemas(request: ChatCompletionRequest, settings: Settings) -> None:
+    """Every schema of a chat request that becomes a grammar: ``response_format``'s and
+    each tool's parameters, which share one size budget (one grammar holds all tools)."""
+    limits = SchemaLimits.from_settings(settings)
+    response_format = request.response_format
+    if response_format is not None and response_format.json_schema is not None:
+        check_schema(response_format.json_schema.schema_, "response_format", limits)
+    total = 0
+    for i, tool in enumerate(request.tools or []):
+        param = f"tools[{i}].function.parameters"
+        total += check_schema(tool.function.parameters, param, limits)
+        if total > limits.max_size:
+            raise InvalidRequestError(
+                f"The tools' parameter schemas together are larger than this hub's limit of "
+                f"{limits.max_size} (about their length in JSON).",
+                param=param,
+            )
