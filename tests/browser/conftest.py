@@ -58,7 +58,7 @@ class Hub:
         return self.server.base_url + "/console/"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def hub(tmp_path_factory, tiny_mistral) -> Iterator[Hub]:
     tmp = tmp_path_factory.mktemp("console")
     gguf, mmproj, tekken = tiny_mistral
@@ -80,8 +80,10 @@ def hub(tmp_path_factory, tiny_mistral) -> Iterator[Hub]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
+    """Playwright's sync API runs an event loop in this thread while it is open: it must
+    close with the browser tests, or every asyncio test after them finds a running loop."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium")
     with sync_playwright() as playwright:
