@@ -51,7 +51,9 @@ def test_latency_queue_time_kv_cache_and_preemptions(http):
     )
     assert re.search(r"^# TYPE modelhub_engine_preemptions(_total)? counter$", text, re.MULTILINE)
     assert re.search(rf"^modelhub_engine_preemptions_total\{{{model}\}} \d", text, re.MULTILINE)
-    assert _value(text, rf'modelhub_prompt_tokens_total\{{{model},contract="anonymous"\}}') > 0
+    # Label order in the exposition is prometheus_client's (sorted in recent versions).
+    labels = rf'(?=[^}}]*{model})(?=[^}}]*contract="anonymous")[^}}]*'
+    assert _value(text, rf"modelhub_prompt_tokens_total\{{{labels}\}}") > 0
     assert (
         _value(
             text, r'modelhub_http_responses_total\{endpoint="/v1/chat/completions",status="200"\}'

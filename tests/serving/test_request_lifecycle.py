@@ -49,7 +49,11 @@ def _usage_by_status(http: httpx.Client) -> dict[str, dict]:
 def one_slot(tmp_path_factory):
     """One slot, no queue: a second request while one runs is refused."""
     settings = make_settings(
-        tmp_path_factory.mktemp("one-slot"), auth=False, engine_slots=1, engine_queue=0
+        tmp_path_factory.mktemp("one-slot"),
+        auth=False,
+        engine_slots=1,
+        engine_queue=0,
+        max_request_completion_tokens=8_000,
     )
     server = start_server(settings)
     yield server
@@ -93,7 +97,7 @@ def test_a_non_streamed_request_stops_when_its_client_leaves(one_slot):
 def test_n_times_max_tokens_is_capped(one_slot):
     r = httpx.post(
         f"{one_slot.base_url}/v1/chat/completions",
-        json={"model": DEMO_MODEL, "messages": QUESTION, "n": 16, "max_tokens": 100_000},
+        json={"model": DEMO_MODEL, "messages": QUESTION, "n": 4, "max_tokens": 3_000},
         timeout=30,
     )
     assert r.status_code == 400

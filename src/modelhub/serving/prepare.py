@@ -75,16 +75,18 @@ class PreparedChat:
 
 
 def estimate_prompt_tokens(request: ChatCompletionRequest) -> int:
-    """A cheap upper-ish guess, for rate limits checked before any work is done."""
-    chars = sum(len(m.model_dump_json(include={"content", "tool_calls"})) for m in request.messages)
-    if request.tools:
-        chars += sum(len(t.model_dump_json()) for t in request.tools)
-    images = sum(
-        isinstance(part, ImagePart)
-        for m in request.messages
-        if isinstance(m.content, list)
-        for part in m.content
-    )
+    """A cheap upper-ish guess, for rate limits checked before any work is done. Text is
+    measured in characters as given (``repr``, not JSON: a lone surrogate must not fail)."""
+    chars = images = 0
+    for message in request.messages:
+        parts = message.content if isinstance(message.content, list) else [message.content]
+        for part in parts:
+            if isinstance(part, ImagePart):
+                images += 1
+            else:
+                chars += len(repr(part))
+        chars += len(repr(getattr(message, "tool_calls", None) or ""))
+    chars += len(repr(request.tools or ""))
     return chars // _CHARS_PER_TOKEN + 1 + _IMAGE_TOKENS_GUESS * images
 
 
@@ -102,7 +104,8 @@ class PromptStage:
             served.require_backend()
         asked = request.requested_max_tokens
         cap = self._settings.max_request_completion_tokens
-        if asked is not None and asked * request.n > cap:
+        # A max_tokens beyond the window itself is the context check's to report (below).
+        if asked is not None and asked * request.n > cap and asked <= served.max_context:
             param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
             raise InvalidRequestError(
                 f"n x {param} is {request.n} x {asked} = {request.n * asked} tokens; this hub "
