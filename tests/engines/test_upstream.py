@@ -55,8 +55,10 @@ def gateway(replicas, tmp_path_factory):
 
 def _served_by(replica) -> float:
     text = httpx.get(f"{replica.base_url}/metrics").text
+    # Chat responses only: the gateway also asks each replica's /tokenize.
     m = re.search(
-        r'modelhub_requests_total\{model="google/gemma-3-270m",status="200"\} (\S+)', text
+        r'modelhub_http_responses_total\{endpoint="/v1/chat/completions",status="200"\} (\S+)',
+        text,
     )
     return float(m.group(1)) if m else 0.0
 
