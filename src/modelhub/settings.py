@@ -231,7 +231,7 @@ class Settings(BaseSettings):
     ledger_flush_interval_s: float = Field(
         default=0.5, gt=0, description="how often journaled rows are written to the database"
     )
-    ledger_batch_size: int = Field(default=256, ge=1)
+    ledger_batch_size: int = Field(default=256, ge=1, description="usage rows per database write")
     journal_checkpoint_interval_s: float = Field(
         default=1.0,
         gt=0,

@@ -81,8 +81,12 @@ def test_a_refused_stream_gets_a_real_503_and_is_billed_nothing(one_slot):
 def test_a_non_streamed_request_stops_when_its_client_leaves(one_slot):
     with httpx.Client(base_url=one_slot.base_url, timeout=60) as http:
         before = _usage_by_status(http).get("cancelled", {"requests": 0, "completion_tokens": 0})
-        with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{one_slot.base_url}/v1/chat/completions", json=LONG, timeout=2)
+        try:
+            early = httpx.post(f"{one_slot.base_url}/v1/chat/completions", json=LONG, timeout=2)
+        except httpx.ReadTimeout:
+            pass  # the client leaves while the server generates
+        else:
+            pytest.fail(f"answered before the client left: {early.status_code} {early.text[:300]}")
         took = _wait_idle(http, within=5)
         after = _usage_by_status(http)["cancelled"]
         assert after["requests"] == before["requests"] + 1
