@@ -13,6 +13,7 @@ import pytest
 
 from tests.api.test_platform_http import new_key
 from tests.conftest import DEMO_MODEL, LONG_ANSWER, MISTRAL, make_settings
+from tests.polling import poll_until
 from tests.servers import start_server
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -80,6 +81,10 @@ def test_a_refused_stream_gets_a_real_503_and_is_billed_nothing(one_slot):
 
 def test_a_non_streamed_request_stops_when_its_client_leaves(one_slot):
     with httpx.Client(base_url=one_slot.base_url, timeout=60) as http:
+        # One slot, no queue: wait until the last test's cut stream has left it entirely.
+        tiny = {**LONG, "max_tokens": 1}
+        free = poll_until(lambda: http.post("/v1/chat/completions", json=tiny).status_code == 200)
+        assert free, "the only slot stayed busy"
         before = _usage_by_status(http).get("cancelled", {"requests": 0, "completion_tokens": 0})
         try:
             early = httpx.post(f"{one_slot.base_url}/v1/chat/completions", json=LONG, timeout=2)
