@@ -50,7 +50,7 @@ def test_sigterm_ends_a_long_stream_at_the_drain_deadline_and_bills_it(tmp_path)
     assert exit_code in (0, -signal.SIGTERM)
     assert took < DRAIN_S + 15, took  # generous on a loaded 2-core machine
     errors = [json.loads(e[6:]) for e in events if e.startswith("data: {") and '"error"' in e]
-    assert errors and errors[-1]["error"]["code"] == "server_shutting_down"
+    assert errors and errors[-1]["error"]["code"] == "server_shutting_down", events[-4:]
     assert events[-1] == "data: [DONE]"
     database = tmp_path / f"data-{server.port}" / "modelhub.db"
     with sqlite3.connect(database) as db:
