@@ -165,6 +165,31 @@ async def test_enum_output_under_a_grammar_sampled_off_the_decode_thread(engine_
     assert plain
 
 
+async def test_a_sampled_json_string_never_holds_a_raw_control_character(engine_factory):
+    """JSON forbids a raw newline or tab inside a string; sampled at temperature 1, a small
+    model writes one within a few dozen tokens unless the grammar's string rule excludes it."""
+    schema = {
+        "type": "object",
+        "properties": {"poem": {"type": "string", "minLength": 120, "maxLength": 160}},
+        "required": ["poem"],
+    }
+    grammar = json_schema_grammar(schema, param="response_format")
+    engine = await engine_factory()
+    prompt = "Write a poem of several short lines, one per line:\n"
+    answers = await asyncio.wait_for(
+        asyncio.gather(
+            *[
+                _tokens(engine, prompt, grammar=grammar, temperature=1.0, seed=s, max_tokens=300)
+                for s in range(6)
+            ]
+        ),
+        timeout=240,
+    )
+    for events in answers:
+        text = "".join(e.text for e in events)
+        assert 120 <= len(json.loads(text)["poem"]) <= 160, text
+
+
 async def test_prefix_cache_keeps_greedy_output_and_reuses_the_shared_prompt(engine_factory):
     first = f"{SYSTEM}\nQuestion: What is the capital of France?\nAnswer:"
     second = f"{SYSTEM}\nQuestion: Name a river in Egypt.\nAnswer:"

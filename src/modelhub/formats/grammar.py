@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import math
 
-from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
+from llama_cpp.llama_grammar import RESERVED_NAMES, BuiltinRule, SchemaConverter
 
 from modelhub.errors import InvalidRequestError
 from modelhub.formats.conversation import JsonOutput
 from modelhub.formats.grammar_ints import int_range_rule
 
 __all__ = ["SchemaGrammar", "json_schema_grammar", "response_format_grammar"]
+
+# A character of a JSON string, as llama.cpp's C++ converter writes it. The Python port's
+# rule (``[^"\\]``) lets a raw newline or other control character into a string, which
+# makes the output invalid JSON.
+_JSON_CHAR = BuiltinRule(
+    r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})', []
+)
 
 
 class SchemaGrammar(SchemaConverter):
@@ -27,6 +34,9 @@ class SchemaGrammar(SchemaConverter):
 
     def __init__(self) -> None:
         super().__init__(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+
+    def _add_primitive(self, name: str, rule: BuiltinRule) -> str:
+        return super()._add_primitive(name, _JSON_CHAR if name == "char" else rule)
 
     def rule(self, schema: dict, name: str) -> str:
         return self.visit(self.resolve_refs(schema, name), name)
