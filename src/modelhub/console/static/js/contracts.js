@@ -176,9 +176,15 @@ async function keysSection(contract, page, act) {
       "form",
       {
         class: "row create-key",
-        onsubmit: (event) => {
+        onsubmit: async (event) => {
           event.preventDefault();
-          act(async () => showNewKey(page.newKey, await sendJSON("POST", path, { name: name.value.trim() })));
+          let created = null;
+          await act(async () => {
+            created = await sendJSON("POST", path, { name: name.value.trim() });
+          });
+          // Shown once the list is redrawn: a redraw still under way would otherwise
+          // replace a card the user has already started editing.
+          if (created) showNewKey(page.newKey, created);
         },
       },
       name,
