@@ -9,7 +9,6 @@ import sqlite3
 import time
 
 import httpx
-import pytest
 
 from tests.conftest import DEMO_MODEL, LONG_ANSWER
 from tests.processes import spawn_modelhub
@@ -17,7 +16,6 @@ from tests.processes import spawn_modelhub
 DRAIN_S = 3
 
 
-@pytest.mark.fault
 def test_sigterm_ends_a_long_stream_at_the_drain_deadline_and_bills_it(tmp_path):
     server = spawn_modelhub(
         tmp_path, extra_args=["--no-auth"], env={"MODELHUB_DRAIN_TIMEOUT_S": str(DRAIN_S)}
