@@ -31,6 +31,7 @@ def cli(data_dir: Path, *args: str, env: dict | None = None) -> str:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout

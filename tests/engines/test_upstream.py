@@ -72,24 +72,26 @@ def _gateway_metric(gateway, name: str) -> float:
 def _stream(base_url: str, body: dict, on_content=None) -> dict:
     """Stream one request; return its usage, content and whether an error event came."""
     result = {"content": "", "usage": None, "error": None, "started": False}
-    with httpx.Client(timeout=60) as http:
-        with http.stream("POST", f"{base_url}/v1/chat/completions", json=body) as r:
-            if r.status_code != 200:
-                r.read()
-                result["error"] = r.json()["error"]
-                return result
-            for chunk in sse_chunks(r.iter_lines()):
-                if "error" in chunk:
-                    result["error"] = chunk["error"]
-                    continue
-                if chunk.get("usage"):
-                    result["usage"] = chunk["usage"]
-                for choice in chunk["choices"]:
-                    if choice["delta"].get("content"):
-                        result["started"] = True
-                        result["content"] += choice["delta"]["content"]
-                        if on_content:
-                            on_content()
+    with (
+        httpx.Client(timeout=60) as http,
+        http.stream("POST", f"{base_url}/v1/chat/completions", json=body) as r,
+    ):
+        if r.status_code != 200:
+            r.read()
+            result["error"] = r.json()["error"]
+            return result
+        for chunk in sse_chunks(r.iter_lines()):
+            if "error" in chunk:
+                result["error"] = chunk["error"]
+                continue
+            if chunk.get("usage"):
+                result["usage"] = chunk["usage"]
+            for choice in chunk["choices"]:
+                if choice["delta"].get("content"):
+                    result["started"] = True
+                    result["content"] += choice["delta"]["content"]
+                    if on_content:
+                        on_content()
     return result
 
 

@@ -23,9 +23,7 @@ __all__ = ["SchemaGrammar", "json_schema_grammar", "response_format_grammar"]
 # A character of a JSON string, as llama.cpp's C++ converter writes it. The Python port's
 # rule (``[^"\\]``) lets a raw newline or other control character into a string, which
 # makes the output invalid JSON.
-_JSON_CHAR = BuiltinRule(
-    r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})', []
-)
+_JSON_CHAR = BuiltinRule(r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})', [])
 
 
 class SchemaGrammar(SchemaConverter):
