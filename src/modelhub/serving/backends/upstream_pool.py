@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 __all__ = ["Replica", "ReplicaPool"]
 
@@ -32,9 +32,15 @@ class Replica:
 
 
 class ReplicaPool:
-    def __init__(self, urls: list[str], client: httpx.AsyncClient, *, check_interval_s: float):
+    def __init__(
+        self,
+        urls: list[str],
+        session: Callable[[], aiohttp.ClientSession],
+        *,
+        check_interval_s: float,
+    ):
         self.replicas = [Replica(u.rstrip("/")) for u in urls]
-        self._client = client
+        self._session = session
         self._interval = check_interval_s
         self._task: asyncio.Task | None = None
 
@@ -52,10 +58,11 @@ class ReplicaPool:
         return any(r.healthy for r in self.replicas)
 
     async def check(self, replica: Replica) -> bool:
+        timeout = aiohttp.ClientTimeout(total=self._interval)
         try:
-            r = await self._client.get(f"{replica.url}/models", timeout=self._interval)
-            ok = r.status_code == 200
-        except httpx.HTTPError:
+            async with self._session().get(f"{replica.url}/models", timeout=timeout) as r:
+                ok = r.status == 200
+        except (aiohttp.ClientError, TimeoutError):
             ok = False
         if ok and not replica.healthy:
             log.info("upstream %s re-admitted", replica.url)
