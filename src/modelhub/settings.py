@@ -219,8 +219,9 @@ class Settings(BaseSettings):
     auth_cache_ttl_s: float = Field(
         default=1.0,
         ge=0,
-        description="key lookups are reused this long; revocation and suspension take "
-        "effect within it (0: look up every request)",
+        description="how often a gateway checks whether keys or contracts changed (its key "
+        "cache is kept until they do); revocation and suspension take effect within it "
+        "(0: check on every request)",
     )
     # One hosted hub's defaults: 5 requests/s with bursts of 10.
     default_contract_limits: ContractLimits = Field(

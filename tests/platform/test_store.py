@@ -179,3 +179,39 @@ async def test_key_lookups_are_cached_for_the_ttl(platform: Platform, clock):
     with pytest.raises(AuthenticationError, match="Incorrect"):
         await auth.authenticate("Bearer mh-unknown-key", None)
     assert len(auth._cache._entries) == 1  # unknown keys are not kept
+
+
+async def test_cached_keys_cost_no_query_until_keys_or_contracts_change(platform: Platform, clock):
+    """Past the TTL a gateway reads only the auth revision; a suspension bumps it, so
+    every cached key of every contract is looked up again."""
+    from sqlalchemy import event
+
+    from modelhub.platform.auth import Authenticator
+
+    store = platform.store
+    await store.create_contract("steady")
+    secrets = [(await store.create_key("steady"))[0] for _ in range(3)]
+    auth = Authenticator(store, enabled=True, clock=clock, cache_ttl_s=1.0)
+    for secret in secrets:
+        await auth.authenticate(f"Bearer {secret}", None)  # looked up, last use written
+
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])
+    event.listen(store.engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        for _ in range(3):
+            clock.advance(1.01)
+            for secret in secrets:
+                await auth.authenticate(f"Bearer {secret}", None)
+        assert len(statements) == 3, statements  # one revision read per TTL, nothing else
+        assert all("auth_revision" in s for s in statements)
+
+        await store.update_contract("steady", status="suspended")
+        # Within the TTL the cached entry still answers; after it, the suspension holds.
+        assert (await auth.authenticate(f"Bearer {secrets[0]}", None)).contract_name == "steady"
+        clock.advance(1.01)
+        for secret in secrets:
+            with pytest.raises(PermissionDeniedError, match="suspended"):
+                await auth.authenticate(f"Bearer {secret}", None)
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", listener)

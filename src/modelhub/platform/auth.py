@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -57,14 +59,16 @@ ANONYMOUS = Principal(contract_id=None, contract_name="anonymous", key_id=None)
 
 
 class _KeyCache:
-    """Recent key lookups, for ``ttl`` seconds: a database round trip per request was half
-    of the gateway's CPU (bench/README.md). Revocation, expiry and suspension therefore take
-    effect within ``ttl`` seconds. Entries are keyed by the key's hash, never the key, and
+    """Keys looked up before, kept while the database's auth revision is unchanged: a
+    database round trip per request was a fifth of the gateway's CPU with 1,000 keys in
+    use (bench/README.md). The revision is read at most once per ``ttl`` seconds and is
+    bumped by every revocation and contract change, so those take effect within ``ttl``
+    seconds on every gateway. Entries are keyed by the key's hash, never the key, and
     unknown keys are not cached (a flood of random keys cannot grow it).
 
-    While the database is unreachable, an entry up to ``stale_ttl`` seconds old still
-    answers; any other key gets a 503 with Retry-After. A failed lookup is retried once
-    first: a pooled connection that died with a database restart fails on first use."""
+    While the database is unreachable, entries confirmed up to ``stale_ttl`` seconds ago
+    still answer; any other key gets a 503 with Retry-After. A failed lookup is retried
+    once first: a pooled connection that died with a database restart fails on first use."""
 
     _MAX_ENTRIES = 10_000
 
@@ -72,38 +76,60 @@ class _KeyCache:
         self._ttl = ttl
         self._stale_ttl = stale_ttl
         self._clock = clock
-        self._entries: dict[str, tuple[float, tuple[ApiKey, Contract]]] = {}
+        self._entries: dict[str, tuple[ApiKey, Contract]] = {}
+        self._revision: int | None = None
+        self._confirmed_at = -math.inf  # when the revision was last read
+        self._reading = asyncio.Lock()  # one revision read at a time, shared by all waiting
         self._down = False  # to warn once per outage
 
     async def find(self, store: ContractStore, secret: str) -> tuple[ApiKey, Contract] | None:
         digest = keys.hash_key(secret)
-        now = self._clock()
-        hit = self._entries.get(digest)
-        if hit is not None and now - hit[0] < self._ttl:
-            return hit[1]
         try:
+            await self._confirm(store)
+            hit = self._entries.get(digest)
+            if hit is not None:
+                return hit
             found = await _retry_once(lambda: store.find_key(secret))
         except DB_UNREACHABLE as error:
-            return self._stale(hit, now, error)
+            return self._stale(digest, error)
         if self._down:
             log.warning("auth: the database answers again")
             self._down = False
         if found is not None:
             if len(self._entries) >= self._MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[digest] = (now, found)
+            self._entries[digest] = found
         return found
 
-    def _stale(
-        self, hit: tuple[float, tuple[ApiKey, Contract]] | None, now: float, error: Exception
-    ) -> tuple[ApiKey, Contract]:
+    def touched(self, secret: str, when: datetime) -> None:
+        """The key's last use as written, so that a cached entry does not ask again."""
+        digest = keys.hash_key(secret)
+        hit = self._entries.get(digest)
+        if hit is not None:
+            self._entries[digest] = (replace(hit[0], last_used_at=when), hit[1])
+
+    async def _confirm(self, store: ContractStore) -> None:
+        """Drop every entry if the revision moved; read it at most once per ``ttl``."""
+        if self._clock() - self._confirmed_at < self._ttl:
+            return
+        async with self._reading:
+            if self._clock() - self._confirmed_at < self._ttl:
+                return  # read by the request this one waited for
+            revision = await _retry_once(store.auth_revision)
+            if revision != self._revision:
+                self._entries.clear()
+                self._revision = revision
+            self._confirmed_at = self._clock()
+
+    def _stale(self, digest: str, error: Exception) -> tuple[ApiKey, Contract]:
         if not self._down:
             log.warning(
                 "auth: database unreachable (%s); cached keys work for %gs", error, self._stale_ttl
             )
             self._down = True
-        if hit is not None and now - hit[0] < self._stale_ttl:
-            return hit[1]
+        hit = self._entries.get(digest)
+        if hit is not None and self._clock() - self._confirmed_at < self._stale_ttl:
+            return hit
         raise DatabaseUnavailableError(
             "API keys cannot be checked right now; please retry shortly.",
             headers={"Retry-After": _RETRY_AFTER},
@@ -136,7 +162,8 @@ class Authenticator:
         """``model`` (None: no model involved) is checked against the allow-list."""
         if not self._enabled:
             return ANONYMOUS
-        found = await self._cache.find(self._store, bearer_token(authorization))
+        secret = bearer_token(authorization)
+        found = await self._cache.find(self._store, secret)
         if found is None:
             # The key itself stays out of the message: it may be a real key mistyped.
             raise AuthenticationError("Incorrect API key provided.")
@@ -161,6 +188,8 @@ class Authenticator:
                 await self._store.touch_key(key.id, now)
             except DB_UNREACHABLE:
                 pass  # a display field: not worth failing a request the cache admitted
+            else:
+                self._cache.touched(secret, now)
         return Principal.of(contract, key.id)
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from modelhub.errors import InvalidRequestError, NotFoundError
 from modelhub.platform import keys
 from modelhub.platform.db import from_db, to_db, utcnow
-from modelhub.platform.tables import api_keys, contracts
+from modelhub.platform.tables import api_keys, auth_revision, contracts
 
 __all__ = ["ApiKey", "Contract", "ContractStore", "Limits", "Price", "Status"]
 
@@ -142,6 +142,8 @@ class ApiKey:
 
 
 _KEY_COLUMNS = (*api_keys.c, contracts.c.name.label("contract_name"))
+# A key's contract in the same row (``find_key``), apart from the key's own columns.
+_OWNER_COLUMNS = tuple(c.label(f"contract__{c.name}") for c in contracts.c)
 
 
 class ContractStore:
@@ -230,6 +232,7 @@ class ContractStore:
             result = await conn.execute(
                 update(contracts).where(contracts.c.name == name).values(values)
             )
+            await _bump_auth_revision(conn)
         if result.rowcount == 0:
             raise NotFoundError(f"no contract named {name!r}")
         return await self.get_contract(name)
@@ -275,6 +278,7 @@ class ContractStore:
                 .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=to_db(utcnow()))
             )
+            await _bump_auth_revision(conn)
         return await self._key_by_id(key_id)
 
     async def rotate_key(self, ref: int | str) -> tuple[str, ApiKey]:
@@ -308,6 +312,7 @@ class ContractStore:
             await conn.execute(
                 update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=now)
             )
+            await _bump_auth_revision(conn)
         return secret, await self._key_by_id(new_id)
 
     @staticmethod
@@ -326,25 +331,23 @@ class ContractStore:
     async def find_key(self, secret: str) -> tuple[ApiKey, Contract] | None:
         """The key whose hash matches ``secret`` and its contract, or None."""
         query = (
-            select(*_KEY_COLUMNS, api_keys.c.key_hash)
+            select(*_KEY_COLUMNS, api_keys.c.key_hash, *_OWNER_COLUMNS)
             .join(contracts)
             .where(api_keys.c.prefix == keys.display_prefix(secret))
         )
         async with self._engine.connect() as conn:
             candidates = (await conn.execute(query)).mappings().all()
-            match = next((r for r in candidates if keys.hashes_match(secret, r["key_hash"])), None)
-            if match is None:
-                return None
-            owner = (
-                (
-                    await conn.execute(
-                        select(contracts).where(contracts.c.id == match["contract_id"])
-                    )
-                )
-                .mappings()
-                .one()
-            )
+        match = next((r for r in candidates if keys.hashes_match(secret, r["key_hash"])), None)
+        if match is None:
+            return None
+        owner = {c.name: match[f"contract__{c.name}"] for c in contracts.c}
         return ApiKey.from_row(match), Contract.from_row(owner)
+
+    async def auth_revision(self) -> int:
+        """Bumped by every change that can turn an accepted key away."""
+        async with self._engine.connect() as conn:
+            found = await conn.execute(select(auth_revision.c.revision))
+            return found.scalar() or 0
 
     async def touch_key(self, key_id: int, when: datetime) -> None:
         async with self._engine.begin() as conn:
@@ -356,3 +359,7 @@ class ContractStore:
         query = select(*_KEY_COLUMNS).join(contracts).where(api_keys.c.id == key_id)
         async with self._engine.connect() as conn:
             return ApiKey.from_row((await conn.execute(query)).mappings().one())
+
+
+async def _bump_auth_revision(conn) -> None:
+    await conn.execute(update(auth_revision).values(revision=auth_revision.c.revision + 1))

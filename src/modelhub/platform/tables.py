@@ -20,7 +20,7 @@ from sqlalchemy import (
     Table,
 )
 
-__all__ = ["admin_tokens", "api_keys", "contracts", "metadata", "usage"]
+__all__ = ["admin_tokens", "api_keys", "auth_revision", "contracts", "metadata", "usage"]
 
 metadata = MetaData(
     naming_convention={
@@ -97,4 +97,14 @@ admin_tokens = Table(
     Column("created_at", DateTime, nullable=False),
     Column("last_used_at", DateTime, nullable=True),
     Column("revoked_at", DateTime, nullable=True),
+)
+
+# One row, bumped in the same transaction as any change that can turn an accepted key
+# away (a revocation, a contract's status, models or limits): gateways keep their key
+# cache for as long as it is unchanged, and look at it once per auth_cache_ttl_s.
+auth_revision = Table(
+    "auth_revision",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("revision", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
 )
