@@ -80,6 +80,8 @@ class _KeyCache:
         self._revision: int | None = None
         self._confirmed_at = -math.inf  # when the revision was last read
         self._reading = asyncio.Lock()  # one revision read at a time, shared by all waiting
+        self._reads = 0
+        self._failure: Exception | None = None  # of the last read, if it failed
         self._down = False  # to warn once per outage
 
     async def find(self, store: ContractStore, secret: str) -> tuple[ApiKey, Contract] | None:
@@ -109,13 +111,24 @@ class _KeyCache:
             self._entries[digest] = (replace(hit[0], last_used_at=when), hit[1])
 
     async def _confirm(self, store: ContractStore) -> None:
-        """Drop every entry if the revision moved; read it at most once per ``ttl``."""
+        """Drop every entry if the revision moved; read it at most once per ``ttl``. The
+        requests that waited for a read share its failure too, so that a database that
+        hangs costs each of them one wait, not one per request queued ahead of it."""
         if self._clock() - self._confirmed_at < self._ttl:
             return
+        tried = self._reads
         async with self._reading:
             if self._clock() - self._confirmed_at < self._ttl:
                 return  # read by the request this one waited for
-            revision = await _retry_once(store.auth_revision)
+            if self._reads != tried and self._failure is not None:
+                raise self._failure
+            self._reads += 1
+            try:
+                revision = await _retry_once(store.auth_revision)
+            except DB_UNREACHABLE as error:
+                self._failure = error
+                raise
+            self._failure = None
             if revision != self._revision:
                 self._entries.clear()
                 self._revision = revision
