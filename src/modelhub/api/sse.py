@@ -11,19 +11,47 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import anyio
 from pydantic import BaseModel
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from modelhub.errors import ModelhubError
+from modelhub.serving.chat import ChatStream
 
-__all__ = ["sse_events"]
+__all__ = ["EventStreamResponse", "sse_events"]
 
 log = logging.getLogger(__name__)
 
 _READ_AHEAD = 64
+
+
+class EventStreamResponse(StreamingResponse):
+    """``chunks`` (``stream``, or what is made of it) as server-sent events. ``stream`` is
+    closed however the response ends, even if the client left before its first byte."""
+
+    def __init__(
+        self,
+        chunks: ChatStream | AsyncGenerator[BaseModel, None],
+        stream: ChatStream,
+        headers: Mapping[str, str],
+    ):
+        super().__init__(
+            sse_events(chunks),
+            media_type="text/event-stream",
+            headers={**headers, "Cache-Control": "no-cache"},
+        )
+        self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._stream.aclose()
 
 
 @dataclass(frozen=True)
@@ -31,7 +59,9 @@ class _End:
     error: Exception | None = None
 
 
-async def sse_events(chunks: AsyncGenerator[BaseModel, None]) -> AsyncIterator[bytes]:
+async def sse_events(
+    chunks: ChatStream | AsyncGenerator[BaseModel, None],
+) -> AsyncIterator[bytes]:
     """``data: {chunk}`` lines, then ``data: [DONE]``. An error after the first byte can no
     longer change the status code, so it is sent as an error event."""
     queue: asyncio.Queue[BaseModel | _End] = asyncio.Queue(maxsize=_READ_AHEAD)
@@ -64,7 +94,7 @@ async def sse_events(chunks: AsyncGenerator[BaseModel, None]) -> AsyncIterator[b
     yield b"data: [DONE]\n\n"
 
 
-async def _read(chunks: AsyncGenerator[BaseModel, None], queue: asyncio.Queue) -> None:
+async def _read(chunks: ChatStream | AsyncGenerator[BaseModel, None], queue: asyncio.Queue) -> None:
     try:
         async for chunk in chunks:
             await queue.put(chunk)

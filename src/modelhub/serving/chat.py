@@ -44,7 +44,7 @@ from modelhub.serving.prepare import (
 from modelhub.serving.render import ChunkRenderer, CompletionBuilder
 from modelhub.settings import Settings
 
-__all__ = ["ChatService", "PreparedChat"]
+__all__ = ["ChatService", "ChatStream", "PreparedChat"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,34 @@ def _final_status(exc: BaseException, account: RequestAccount) -> str:
     if isinstance(exc, EngineOverloadedError) and account.tally.first_token_at is None:
         return "refused"
     return "error"
+
+
+class ChatStream:
+    """The chunks of a streamed request that has started. Closing it settles the request,
+    as cancelled if it had not ended, even when nobody ever asked for a chunk: a client
+    that leaves just before the response starts leaves an async generator that never ran,
+    and so could not settle anything itself."""
+
+    def __init__(
+        self,
+        chunks: AsyncGenerator[ChatCompletionChunk, None],
+        settle_unread: Callable[[], Awaitable[None]],
+    ):
+        self._chunks = chunks
+        self._settle_unread: Callable[[], Awaitable[None]] | None = settle_unread
+
+    def __aiter__(self) -> ChatStream:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        self._settle_unread = None  # the generator settles from here on
+        return await anext(self._chunks)
+
+    async def aclose(self) -> None:
+        settle, self._settle_unread = self._settle_unread, None
+        if settle is not None:
+            await settle()
+        await self._chunks.aclose()
 
 
 class ChatService:
@@ -208,9 +236,7 @@ class ChatService:
         await account.close("ok")
         return builder.build(account.tally.usage())
 
-    async def open_stream(
-        self, prepared: PreparedChat
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+    async def open_stream(self, prepared: PreparedChat) -> ChatStream:
         """Start the request and wait for its first event, so that a refusal (a full
         queue, an upstream that says no) is still a status code, not an in-stream error."""
         account = self._accounting.open(prepared)
@@ -220,7 +246,10 @@ class ChatService:
         except BaseException as exc:
             await self._settle(account, events, exc)
             raise
-        return self._stream(prepared, account, first, events)
+        return ChatStream(
+            self._stream(prepared, account, first, events),
+            lambda: self._settle(account, events, asyncio.CancelledError()),
+        )
 
     async def _stream(
         self,

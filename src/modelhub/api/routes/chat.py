@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 
 from modelhub.api.cancellation import until_disconnect
 from modelhub.api.deps import AuthenticatedRoute, authenticate, hub
 from modelhub.api.openapi import MODEL_ERRORS
-from modelhub.api.sse import sse_events
+from modelhub.api.sse import EventStreamResponse
 from modelhub.schemas.chat import ChatCompletionRequest
 
 __all__ = ["router"]
@@ -23,12 +22,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     principal = await authenticate(request, body.model)
     prepared = await until_disconnect(request, h.chat.prepare(body, principal))
     if body.stream:
-        chunks = await until_disconnect(request, h.chat.open_stream(prepared))
-        return StreamingResponse(
-            sse_events(chunks),
-            media_type="text/event-stream",
-            headers={**prepared.headers, "Cache-Control": "no-cache"},
-        )
+        stream = await until_disconnect(request, h.chat.open_stream(prepared))
+        return EventStreamResponse(stream, stream, prepared.headers)
     completion = await until_disconnect(request, h.chat.complete(prepared))
     return Response(
         completion.model_dump_json(), media_type="application/json", headers=prepared.headers

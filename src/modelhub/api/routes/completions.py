@@ -14,19 +14,19 @@ from collections.abc import AsyncGenerator
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelhub.api.cancellation import until_disconnect
 from modelhub.api.deps import AuthenticatedRoute, authenticate, hub
 from modelhub.api.openapi import MODEL_ERRORS
-from modelhub.api.sse import sse_events
+from modelhub.api.sse import EventStreamResponse
 from modelhub.schemas.chat import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     StreamOptions,
     Usage,
 )
+from modelhub.serving.chat import ChatStream
 
 __all__ = ["CompletionRequest", "router"]
 
@@ -94,9 +94,7 @@ def _as_text(chunk: ChatCompletionChunk) -> _Completion | None:
     )
 
 
-async def _text_chunks(
-    chunks: AsyncGenerator[ChatCompletionChunk, None],
-) -> AsyncGenerator[_Completion, None]:
+async def _text_chunks(chunks: ChatStream) -> AsyncGenerator[_Completion, None]:
     try:
         async for chunk in chunks:
             if (text := _as_text(chunk)) is not None:
@@ -113,12 +111,8 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         request, h.chat.prepare_tokens(_sampling(body), body.prompt, principal)
     )
     if body.stream:
-        chunks = await until_disconnect(request, h.chat.open_stream(prepared))
-        return StreamingResponse(
-            sse_events(_text_chunks(chunks)),
-            media_type="text/event-stream",
-            headers={**prepared.headers, "Cache-Control": "no-cache"},
-        )
+        stream = await until_disconnect(request, h.chat.open_stream(prepared))
+        return EventStreamResponse(_text_chunks(stream), stream, prepared.headers)
     done = await until_disconnect(request, h.chat.complete(prepared))
     choice = done.choices[0]
     completion = _Completion(
