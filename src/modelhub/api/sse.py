@@ -30,17 +30,18 @@ _READ_AHEAD = 64
 
 
 class EventStreamResponse(StreamingResponse):
-    """``chunks`` (``stream``, or what is made of it) as server-sent events. ``stream`` is
-    closed however the response ends, even if the client left before its first byte."""
+    """``stream``'s chunks (or ``chunks``, made from them) as server-sent events. ``stream``
+    is closed however the response ends, even if the client left before its first byte."""
 
     def __init__(
         self,
-        chunks: ChatStream | AsyncGenerator[BaseModel, None],
         stream: ChatStream,
         headers: Mapping[str, str],
+        *,
+        chunks: AsyncGenerator[BaseModel, None] | None = None,
     ):
         super().__init__(
-            sse_events(chunks),
+            sse_events(stream if chunks is None else chunks),
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache"},
         )

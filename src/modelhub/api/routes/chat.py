@@ -23,7 +23,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     prepared = await until_disconnect(request, h.chat.prepare(body, principal))
     if body.stream:
         stream = await until_disconnect(request, h.chat.open_stream(prepared))
-        return EventStreamResponse(stream, stream, prepared.headers)
+        return EventStreamResponse(stream, prepared.headers)
     completion = await until_disconnect(request, h.chat.complete(prepared))
     return Response(
         completion.model_dump_json(), media_type="application/json", headers=prepared.headers

@@ -112,7 +112,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     )
     if body.stream:
         stream = await until_disconnect(request, h.chat.open_stream(prepared))
-        return EventStreamResponse(_text_chunks(stream), stream, prepared.headers)
+        return EventStreamResponse(stream, prepared.headers, chunks=_text_chunks(stream))
     done = await until_disconnect(request, h.chat.complete(prepared))
     choice = done.choices[0]
     completion = _Completion(

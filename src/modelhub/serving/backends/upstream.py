@@ -179,11 +179,10 @@ class UpstreamBackend:
             try:
                 async with self._session().post(f"{root}/tokenize", json=body) as r:
                     status = r.status
-                    tokens = (
-                        (await r.json(content_type=None)).get("tokens") if status == 200 else None
-                    )
-            except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+                    answer = await r.json(content_type=None) if status == 200 else None
+            except (aiohttp.ClientError, TimeoutError, ValueError):
                 continue
+            tokens = answer.get("tokens") if isinstance(answer, dict) else None
             if isinstance(tokens, list):
                 return EncodedPrompt(token_ids=tokens)
             if status in (404, 405):
