@@ -171,6 +171,14 @@ class Settings(BaseSettings):
         description="reuse the KV of a shared prompt prefix across requests (system prompt, "
         "history, same image); finished sequences stay cached until their cells are needed",
     )
+    engine_prefix_cache_entries: int = Field(
+        default=48,
+        ge=1,
+        le=240,
+        description="finished sequences kept as prefix-cache entries, beyond the slots; more "
+        "entries keep a shared system prompt through bursts of unrelated requests (each costs "
+        "a sequence id, and room for one row of logits)",
+    )
     engine_top_k: int = Field(
         default=1000,
         ge=0,

@@ -13,6 +13,7 @@ from tests.conftest import TINY_MISTRAL_CACHE
 
 from modelhub.engines.base import FinishEvent, GenerationJob, SamplingParams, TokenEvent
 from modelhub.engines.llamacpp import LlamaCppEngine
+from modelhub.engines.llamacpp_sequence import PREFIX_BLOCK
 from modelhub.errors import InvalidRequestError
 from modelhub.formats.base import EncodedPrompt
 from modelhub.formats.grammar import json_schema_grammar
@@ -38,6 +39,13 @@ def _job(engine: LlamaCppEngine, prompt: str, *, tenant: str = "", **params) -> 
 async def _tokens(engine: LlamaCppEngine, prompt: str, **params) -> list[TokenEvent]:
     job = _job(engine, prompt, **params)
     return [e async for e in engine.generate(job) if isinstance(e, TokenEvent)]
+
+
+def _reusable(n: int, batch: int = 256) -> int:
+    """The part of an ``n``-token cached prefix a text prompt reuses: whole blocks of the
+    prefill chunk (``batch`` positions) it ends in."""
+    start = n - n % batch
+    return start + (n - start) // PREFIX_BLOCK * PREFIX_BLOCK
 
 
 async def _generate(engine: LlamaCppEngine, prompt: str, **params) -> list[int]:
@@ -193,22 +201,41 @@ async def test_a_sampled_json_string_never_holds_a_raw_control_character(engine_
 async def test_prefix_cache_keeps_greedy_output_and_reuses_the_shared_prompt(engine_factory):
     first = f"{SYSTEM}\nQuestion: What is the capital of France?\nAnswer:"
     second = f"{SYSTEM}\nQuestion: Name a river in Egypt.\nAnswer:"
-    cold = await engine_factory(prefix_cache=False)
-    cached = await engine_factory(prefix_cache=True)
+    cold = await engine_factory(cache_entries=0)
+    cached = await engine_factory()
     expected = await _generate(cold, second, max_tokens=40)
     await _generate(cached, first, max_tokens=40)
     await _until_idle(cached)
     assert await _generate(cached, second, max_tokens=40) == expected
     extra = cached.stats().extra
     shared = len(cached.tokenizer.encode(SYSTEM, add_bos=True))
-    assert extra["prefix_cache_hits_tokens"] >= shared - 2
+    assert extra["prefix_cache_hits_tokens"] >= shared - PREFIX_BLOCK
     assert cold.stats().extra["prefix_cache_hits_tokens"] == 0
     # The same request again reuses all of its prompt but the last token.
     await _until_idle(cached)
     before = cached.stats().extra["prefix_cache_hits_tokens"]
     assert await _generate(cached, second, max_tokens=40) == expected
     n_prompt = len(cached.tokenizer.encode(second, add_bos=True))
-    assert cached.stats().extra["prefix_cache_hits_tokens"] - before == n_prompt - 1
+    assert cached.stats().extra["prefix_cache_hits_tokens"] - before == _reusable(n_prompt - 1)
+
+
+async def test_the_cache_keeps_more_finished_prompts_than_there_are_slots(engine_factory):
+    engine = await engine_factory(slots=2, cache_entries=6)
+    prompts = [f"{SYSTEM[: 200 + 10 * i]}\nQ{i}: Say something.\nAnswer:" for i in range(5)]
+    for prompt in prompts:
+        await _generate(engine, f"Unrelated {prompt[::-1]}", max_tokens=4)
+    await _until_idle(engine)
+    for prompt in prompts:
+        await _generate(engine, prompt, max_tokens=4)
+    await _until_idle(engine)
+    # Ten finished sequences on two slots: each prompt is still cached whole.
+    before = engine.stats().extra["prefix_cache_hits_tokens"]
+    for prompt in prompts:
+        await _generate(engine, prompt, max_tokens=4)
+    hits = engine.stats().extra["prefix_cache_hits_tokens"] - before
+    assert hits == sum(
+        _reusable(len(engine.tokenizer.encode(p, add_bos=True)) - 1) for p in prompts
+    )
 
 
 async def test_prefix_cache_under_kv_pressure_evicts_and_still_completes(engine_factory):

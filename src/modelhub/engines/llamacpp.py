@@ -13,13 +13,16 @@ shares between tenants, the KV budget); this module carries its decisions out on
 model. A preempted sequence goes back to the front of its tenant's queue with its
 generated tokens appended to its prompt (the approach vLLM takes); output stays the same.
 
-Prefix caching (``prefix_cache``): a finished or preempted sequence's cells stay, under a
+Prefix caching (``prefix_cache``, ``cache_entries``): a finished or preempted sequence's cells stay, under a
 spare sequence id, as a cache entry; an admitted request borrows the longest prefix any
 entry or running sequence holds (``llama_memory_seq_cp``: no copy, no compute) and
 prefills only the rest. Entries go least recently used first when cells or ids run short,
-before any running sequence is preempted. Measured on the demo model (one thread, busy
-machine): a 2,741-token system prompt took 60 s to the first token cold, 0.34-0.53 s once
-cached.
+before any running sequence is preempted; there are ``cache_entries`` of them beyond the
+slots, so a shared system prompt outlives a burst of unrelated requests. A borrowed prefix
+ends on a block of the chunk a cold prefill would compute (``Sequence.reuse_point``), so a
+greedy output is the same with and without the cache. Measured on the demo model (one
+thread, busy machine): a 2,741-token system prompt took 60 s to the first token cold,
+0.34-0.53 s once cached.
 
 Grammars. A request's grammar is compiled in a worker thread before it is queued (one
 that does not compile is refused then), and a constrained sequence's token is sampled in
@@ -33,7 +36,7 @@ the batch, the slots, the cache entries and every sequence once submitted; it ta
 Sampling workers touch only their sequence's sampler and a logits copy, and wake the
 decode thread through ``_cond`` when done. Otherwise the threads meet only through
 ``Sequence.cancel`` (a flag the decode thread polls each step) and
-``loop.call_soon_threadsafe`` for events.
+``loop.call_soon_threadsafe`` for events, once per step for all of them (``Outbox``).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ import llama_cpp
 import numpy as np
 
 from modelhub.engines.base import EngineEvent, EngineStats, FinishEvent, GenerationJob
-from modelhub.engines.llamacpp_sequence import PieceDecoder, SamplerChain, Sequence
+from modelhub.engines.llamacpp_sequence import Outbox, PieceDecoder, SamplerChain, Sequence
 from modelhub.engines.llamacpp_vision import ImageKVFullError, VisionEncoder, VisionEncoderError
 from modelhub.engines.prefix_cache import (
     CachedPrefix,
@@ -78,6 +81,10 @@ _SAMPLING_WAIT_S = 0.02
 
 _backend_lock = threading.Lock()
 _backend_ready = False
+
+
+# llama.cpp's LLAMA_MAX_SEQ: the sequence ids one context may hold (slots + cache entries).
+_MAX_SEQ = 256
 
 
 def _init_backend() -> None:
@@ -137,7 +144,7 @@ class LlamaCppEngine:
         top_k: int = 0,
         mmproj: Path | None = None,
         max_running: int | None = None,
-        prefix_cache: bool = True,
+        cache_entries: int = 48,
         observer: StepObserver | None = None,
         queue_observer: Callable[[float], None] | None = None,
     ) -> None:
@@ -163,12 +170,15 @@ class LlamaCppEngine:
         self._sched: Scheduler[Sequence] = Scheduler(
             slots=slots, context=context, queue_limit=queue_limit, default_cap=max_running
         )
-        # Finished sequences' KV, kept under spare sequence ids (as many as the slots).
-        self._cache = PrefixCache(max_entries=slots if prefix_cache else 0)
-        self._free_ids: list[int] = list(range(slots + self._cache.max_entries))
+        # Finished sequences' KV, kept under spare sequence ids (0 entries: no cache).
+        if slots + cache_entries > _MAX_SEQ:
+            raise ValueError(f"slots + cache entries must be at most {_MAX_SEQ} (llama.cpp)")
+        self._cache = PrefixCache(max_entries=cache_entries)
+        self._free_ids: list[int] = list(range(slots + cache_entries))
         # Grammar-constrained sampling runs here, so one grammar cannot stall the batch.
         self._samplers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llamacpp-sample")
         self._sampling: list[Sequence] = []
+        self._outbox = Outbox()  # written and flushed by the decode thread only
         self._counts = dict.fromkeys(
             ("preemptions", "prefix_cache_queries_tokens", "prefix_cache_hits_tokens"), 0
         )
@@ -325,6 +335,7 @@ class LlamaCppEngine:
             keys=prompt_keys(job.prompt.token_ids, images),
             sampler=sampler,
             decoder=PieceDecoder(self._vocab),
+            outbox=self._outbox,
         )
 
     # Decode thread -------------------------------------------------------------------------
@@ -342,6 +353,7 @@ class LlamaCppEngine:
                     if self._stopping:
                         break
                 self._step()
+                self._outbox.flush()
         except Exception:
             # A llama.cpp failure must still end every request with an error, not a hang.
             log.exception("decode loop failed")
@@ -350,6 +362,7 @@ class LlamaCppEngine:
         finally:
             for seq in [*self._sched.running, *self._sched.waiting()]:
                 seq.fail(ModelhubError(farewell))
+            self._outbox.flush()
 
     def _has_work(self) -> bool:
         """Something to decode, or a sampled token to collect."""
@@ -424,7 +437,7 @@ class LlamaCppEngine:
         found: list[tuple[int, int]] = []
         for holder in [*self._cache, *self._sched.running]:
             n = min(common_prefix(holder.cache_keys(holder.n_past), keys), limit)
-            n = seq.image_boundary(n)
+            n = seq.reuse_point(n, self.batch_size)
             if n > 0:
                 found.append((n, holder.seq_id))
         for n, seq_id in sorted(found, reverse=True):
@@ -518,7 +531,14 @@ class LlamaCppEngine:
                 break
             if seq.pending is not None:
                 continue  # its next token is still being sampled
-            take = min(self._prefill_end(seq) - seq.n_past, self.batch_size - n, budget_kv)
+            # A prompt chunk ends where a cold prefill's would (a multiple of the batch
+            # size), so that a reused prefix changes no row's place in its chunk.
+            chunk_end = seq.n_past - seq.n_past % self.batch_size + self.batch_size
+            take = (
+                min(self._prefill_end(seq), chunk_end, seq.n_past + self.batch_size - n)
+                - seq.n_past
+            )
+            take = min(take, budget_kv)
             for i in range(take):
                 batch.token[n] = seq.history[seq.n_past + i]
                 batch.pos[n] = seq.n_past + i

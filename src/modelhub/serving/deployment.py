@@ -145,7 +145,11 @@ class Deployment:
                 top_k=self._settings.engine_top_k,
                 mmproj=backend.mmproj,
                 max_running=self._settings.engine_max_running_per_contract,
-                prefix_cache=self._settings.engine_prefix_cache,
+                cache_entries=(
+                    self._settings.engine_prefix_cache_entries
+                    if self._settings.engine_prefix_cache
+                    else 0
+                ),
                 observer=self._metrics.step_observer(card.id),
                 queue_observer=self._metrics.queue_observer(card.id),
             )
