@@ -66,7 +66,9 @@ def test_a_refused_stream_gets_a_real_503_and_is_billed_nothing(one_slot):
         before = _usage_by_status(http).get("refused", {}).get("requests", 0)
         with http.stream("POST", "/v1/chat/completions", json={**LONG, "stream": True}) as r:
             assert r.status_code == 200
-            next(r.iter_lines())
+            # Keep the iterator: a dropped one is closed, and with it the connection.
+            lines = r.iter_lines()
+            next(lines)
             refused = http.post(
                 "/v1/chat/completions", json={**LONG, "stream": True, "max_tokens": 4}
             )

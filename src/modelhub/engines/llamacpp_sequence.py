@@ -81,6 +81,10 @@ class SamplerChain:
                     n_vocab, _PENALTY_WINDOW, 1.0, params.frequency_penalty, params.presence_penalty
                 )
             )
+        # Greedy with nothing before it is the logits' argmax, read in place: the chain
+        # would first copy the whole vocabulary into a candidates array (0.35 ms a token
+        # on a 262k vocabulary, 7% of a 16-sequence step).
+        self._argmax = params.temperature <= 0.0 and llama_cpp.llama_sampler_chain_n(self.ptr) == 0
         if params.temperature <= 0.0:
             add(llama_cpp.llama_sampler_init_greedy())
             return
@@ -98,6 +102,9 @@ class SamplerChain:
         if self.constrained:
             row = llama_cpp.llama_get_logits_ith(ctx, batch_index)
             return self.sample_logits(np.ctypeslib.as_array(row, shape=(self.n_vocab,)))
+        if self._argmax:
+            row = llama_cpp.llama_get_logits_ith(ctx, batch_index)
+            return int(np.ctypeslib.as_array(row, shape=(self.n_vocab,)).argmax())
         # llama_sampler_sample also accepts the token into the chain (penalties).
         return llama_cpp.llama_sampler_sample(self.ptr, ctx, batch_index)
 
