@@ -9,11 +9,14 @@ from fastapi.routing import APIRoute
 
 from modelhub import access
 from modelhub.platform import Platform, Principal
+from modelhub.platform.auth import check_model
 from modelhub.platform.management import Management
 from modelhub.serving.chat import ChatService
 from modelhub.serving.deployment import Deployment
 
 __all__ = ["AuthenticatedRoute", "Hub", "authenticate", "hub"]
+
+_PRINCIPAL = "modelhub.principal"  # the scope key under which a request keeps its caller
 
 
 class Hub:
@@ -39,12 +42,19 @@ def hub(request: Request) -> Hub:
 
 
 async def authenticate(request: Request, model: str | None = None) -> Principal:
+    """The caller, looked up once per request (``AuthenticatedRoute`` first, then the route
+    with its model, which only checks the model against the contract)."""
     if model is not None:
         access.note_model(model)
-    principal = await hub(request).platform.authenticate(
-        request.headers.get("authorization"), model
-    )
-    access.note_contract(principal.contract_name)
+    principal = request.scope.get(_PRINCIPAL)
+    if principal is None:
+        principal = await hub(request).platform.authenticate(
+            request.headers.get("authorization"), None
+        )
+        request.scope[_PRINCIPAL] = principal
+        access.note_contract(principal.contract_name)
+    if model is not None:
+        check_model(principal, model)
     return principal
 
 
@@ -52,7 +62,7 @@ class AuthenticatedRoute(APIRoute):
     """A route that checks the caller's key before FastAPI reads and validates the body, so
     a caller without a valid key learns only that (401), whatever it sent, and no body is
     parsed for it. The route's own ``authenticate(request, model)`` then checks the model
-    against the contract (a cache hit: keys are cached for ``auth_cache_ttl_s``)."""
+    against the contract of the caller found here."""
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         handler = super().get_route_handler()

@@ -15,7 +15,7 @@ from modelhub.platform import keys
 from modelhub.platform.contracts import ApiKey, Contract, ContractStore, Limits, Price
 from modelhub.platform.db import DB_UNREACHABLE
 
-__all__ = ["ANONYMOUS", "Authenticator", "Principal", "bearer_token"]
+__all__ = ["ANONYMOUS", "Authenticator", "Principal", "bearer_token", "check_model"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -190,12 +190,9 @@ class Authenticator:
             raise PermissionDeniedError(
                 f"The contract {contract.name!r} is {contract.status}.", code="contract_suspended"
             )
-        if model is not None and contract.models is not None and model not in contract.models:
-            raise PermissionDeniedError(
-                f"The contract {contract.name!r} does not include the model {model!r}.",
-                param="model",
-                code="model_not_allowed",
-            )
+        principal = Principal.of(contract, key.id)
+        if model is not None:
+            check_model(principal, model)
         if key.last_used_at is None or now - key.last_used_at >= _TOUCH_EVERY:
             try:
                 await self._store.touch_key(key.id, now)
@@ -203,7 +200,17 @@ class Authenticator:
                 pass  # a display field: not worth failing a request the cache admitted
             else:
                 self._cache.touched(secret, now)
-        return Principal.of(contract, key.id)
+        return principal
+
+
+def check_model(principal: Principal, model: str) -> None:
+    """403 unless the caller's contract includes ``model``."""
+    if principal.models is not None and model not in principal.models:
+        raise PermissionDeniedError(
+            f"The contract {principal.contract_name!r} does not include the model {model!r}.",
+            param="model",
+            code="model_not_allowed",
+        )
 
 
 def bearer_token(authorization: str | None) -> str:
