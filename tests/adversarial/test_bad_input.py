@@ -10,6 +10,7 @@ import io
 import json
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -244,11 +245,14 @@ def test_a_slow_but_complete_head_is_served(hostile_server):
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
 
 
-def _first_content(response: httpx.Response) -> None:
-    """Read until the first generated token: the request then holds an engine slot."""
-    for line in response.iter_lines():
+def _first_content(response: httpx.Response) -> Iterator[str]:
+    """Read until the first generated token: the request then holds an engine slot. The
+    caller keeps the lines: a dropped iterator is closed, and the connection with it."""
+    lines = response.iter_lines()
+    for line in lines:
         if '"content":"' in line and '"content":""' not in line:
-            return
+            break
+    return lines
 
 
 def test_refused_streams_get_a_real_503(hostile):
@@ -259,10 +263,10 @@ def test_refused_streams_get_a_real_503(hostile):
         hostile.stream("POST", "/v1/chat/completions", json=long, timeout=60) as first,
         hostile.stream("POST", "/v1/chat/completions", json=long, timeout=60) as second,
     ):
-        _first_content(first)
-        _first_content(second)
+        held = _first_content(first), _first_content(second)
         with hostile.stream("POST", "/v1/chat/completions", json=long, timeout=60) as third:
             status, headers = third.status_code, third.headers  # known before any body
+        del held  # the two streams stayed open until the third was answered
     assert hostile.get("/health").status_code == 200
     assert status == 503
     assert "retry-after" in headers

@@ -619,6 +619,7 @@ class LlamaCppEngine:
 
     def _step(self) -> None:
         self._collect()
+        self._outbox.flush()  # tokens sampled off the thread leave now, not after the decode
         self._make_room()
         if self._vision is not None:
             self._eval_images()
