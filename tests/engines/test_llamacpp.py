@@ -13,7 +13,6 @@ from tests.conftest import TINY_MISTRAL_CACHE
 
 from modelhub.engines.base import FinishEvent, GenerationJob, SamplingParams, TokenEvent
 from modelhub.engines.llamacpp import LlamaCppEngine
-from modelhub.engines.llamacpp_sequence import PREFIX_BLOCK
 from modelhub.errors import InvalidRequestError
 from modelhub.formats.base import EncodedPrompt
 from modelhub.formats.grammar import json_schema_grammar
@@ -42,10 +41,9 @@ async def _tokens(engine: LlamaCppEngine, prompt: str, **params) -> list[TokenEv
 
 
 def _reusable(n: int, batch: int = 256) -> int:
-    """The part of an ``n``-token cached prefix a text prompt reuses: whole blocks of the
-    prefill chunk (``batch`` positions) it ends in."""
-    start = n - n % batch
-    return start + (n - start) // PREFIX_BLOCK * PREFIX_BLOCK
+    """The part of an ``n``-token cached prefix a text prompt reuses: the whole prefill
+    chunks (``batch`` positions each) it holds."""
+    return n - n % batch
 
 
 async def _generate(engine: LlamaCppEngine, prompt: str, **params) -> list[int]:
@@ -207,9 +205,9 @@ async def test_prefix_cache_keeps_greedy_output_and_reuses_the_shared_prompt(eng
     await _generate(cached, first, max_tokens=40)
     await _until_idle(cached)
     assert await _generate(cached, second, max_tokens=40) == expected
-    extra = cached.stats().extra
-    shared = len(cached.tokenizer.encode(SYSTEM, add_bos=True))
-    assert extra["prefix_cache_hits_tokens"] >= shared - PREFIX_BLOCK
+    a, b = (cached.tokenizer.encode(p, add_bos=True) for p in (first, second))
+    shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+    assert cached.stats().extra["prefix_cache_hits_tokens"] == _reusable(shared) > 0
     assert cold.stats().extra["prefix_cache_hits_tokens"] == 0
     # The same request again reuses all of its prompt but the last token.
     await _until_idle(cached)
@@ -220,7 +218,7 @@ async def test_prefix_cache_keeps_greedy_output_and_reuses_the_shared_prompt(eng
 
 
 async def test_the_cache_keeps_more_finished_prompts_than_there_are_slots(engine_factory):
-    engine = await engine_factory(slots=2, cache_entries=6)
+    engine = await engine_factory(slots=2, cache_entries=6, batch=32)
     prompts = [f"{SYSTEM[: 200 + 10 * i]}\nQ{i}: Say something.\nAnswer:" for i in range(5)]
     for prompt in prompts:
         await _generate(engine, f"Unrelated {prompt[::-1]}", max_tokens=4)
@@ -234,7 +232,7 @@ async def test_the_cache_keeps_more_finished_prompts_than_there_are_slots(engine
         await _generate(engine, prompt, max_tokens=4)
     hits = engine.stats().extra["prefix_cache_hits_tokens"] - before
     assert hits == sum(
-        _reusable(len(engine.tokenizer.encode(p, add_bos=True)) - 1) for p in prompts
+        _reusable(len(engine.tokenizer.encode(p, add_bos=True)) - 1, batch=32) for p in prompts
     )
 
 
@@ -285,4 +283,4 @@ async def test_an_image_prefix_is_reused_only_for_the_same_pixels(engine_factory
     [image] = prompt.images
     assert reused >= image.offset + image.n_tokens  # through the image, into the text
     reused, _ = await ask((0, 0, 200), "What colour is this?")
-    assert reused == image.offset  # the same ids up to the image, other pixels
+    assert reused <= image.offset  # the same ids up to the image, other pixels

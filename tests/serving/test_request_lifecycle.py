@@ -46,6 +46,10 @@ def _usage_by_status(http: httpx.Client) -> dict[str, dict]:
     return {row["status"]: row for row in rows}
 
 
+def _cancelled(http: httpx.Client) -> dict:
+    return _usage_by_status(http).get("cancelled", {"requests": 0, "completion_tokens": 0})
+
+
 @pytest.fixture(scope="module")
 def one_slot(tmp_path_factory):
     """One slot, no queue: a second request while one runs is refused."""
@@ -87,7 +91,9 @@ def test_a_non_streamed_request_stops_when_its_client_leaves(one_slot):
         tiny = {**LONG, "max_tokens": 1}
         free = poll_until(lambda: http.post("/v1/chat/completions", json=tiny).status_code == 200)
         assert free, "the only slot stayed busy"
-        before = _usage_by_status(http).get("cancelled", {"requests": 0, "completion_tokens": 0})
+        # A cut request's row lands once it is settled, a moment after its slot is free:
+        # the last test's stream may still be on its way.
+        before = poll_until(lambda: _cancelled(http), lambda c: c == _cancelled(http))
         try:
             early = httpx.post(f"{one_slot.base_url}/v1/chat/completions", json=LONG, timeout=2)
         except httpx.ReadTimeout:
@@ -95,7 +101,7 @@ def test_a_non_streamed_request_stops_when_its_client_leaves(one_slot):
         else:
             pytest.fail(f"answered before the client left: {early.status_code} {early.text[:300]}")
         took = _wait_idle(http, within=5)
-        after = _usage_by_status(http)["cancelled"]
+        after = poll_until(lambda: _cancelled(http), lambda c: c["requests"] > before["requests"])
         assert after["requests"] == before["requests"] + 1
         generated = after["completion_tokens"] - before["completion_tokens"]
         # Billed what was generated up to the cut, not the 2,000 it asked for.

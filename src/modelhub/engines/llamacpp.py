@@ -19,8 +19,8 @@ entry or running sequence holds (``llama_memory_seq_cp``: no copy, no compute) a
 prefills only the rest. Entries go least recently used first when cells or ids run short,
 before any running sequence is preempted; there are ``cache_entries`` of them beyond the
 slots, so a shared system prompt outlives a burst of unrelated requests. A borrowed prefix
-ends on a block of the chunk a cold prefill would compute (``Sequence.reuse_point``), so a
-greedy output is the same with and without the cache. Measured on the demo model (one
+ends where a cold prefill's chunk starts (``Sequence.reuse_point``), so a greedy output is
+the same with and without the cache. Measured on the demo model (one
 thread, busy machine): a 2,741-token system prompt took 60 s to the first token cold,
 0.34-0.53 s once cached.
 
@@ -532,7 +532,7 @@ class LlamaCppEngine:
             if seq.pending is not None:
                 continue  # its next token is still being sampled
             # A prompt chunk ends where a cold prefill's would (a multiple of the batch
-            # size), so that a reused prefix changes no row's place in its chunk.
+            # size), so that one computed after a reused prefix is the same chunk.
             chunk_end = seq.n_past - seq.n_past % self.batch_size + self.batch_size
             take = (
                 min(self._prefill_end(seq), chunk_end, seq.n_past + self.batch_size - n)

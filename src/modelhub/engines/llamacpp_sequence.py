@@ -22,7 +22,7 @@ import numpy as np
 
 from modelhub.engines.base import FinishEvent, GenerationJob, SamplingParams, TokenEvent
 
-__all__ = ["PREFIX_BLOCK", "Outbox", "PieceDecoder", "SamplerChain", "Sequence"]
+__all__ = ["Outbox", "PieceDecoder", "SamplerChain", "Sequence"]
 
 # Penalties look back this far; llama.cpp's server uses the same default window.
 _PENALTY_WINDOW = 64
@@ -30,12 +30,6 @@ _PENALTY_WINDOW = 64
 
 # llama_token_data as numpy sees it: the candidates array built from a row of logits.
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
-# A reused prefix ends this many positions into a prefill chunk, or a multiple of it.
-# llama.cpp's CPU kernels multiply a chunk's rows in blocks (4 rows for repacked Q4_K
-# weights) and a row's result depends on its place in them, so a prefix ending anywhere
-# else would shift the rows computed after it, and with them the last bits of the logits:
-# enough to flip a near-tied greedy choice (seen on the demo model).
-PREFIX_BLOCK = 16
 # How many of the likeliest tokens a grammar checks before it checks the whole vocabulary.
 _SHORTLIST = 512
 
@@ -283,21 +277,23 @@ class Sequence:
         return np.concatenate([self.keys, np.asarray(self.history[prompt:n], dtype=np.int64)])
 
     def reuse_point(self, n: int, batch_size: int) -> int:
-        """How much of a cached prefix ``n`` positions long this sequence reuses: not part
-        of an image, and whole blocks of the prefill chunk it ends in, so every later row
-        has the place in its chunk that a cold prefill gives it (chunks start at multiples
-        of ``batch_size`` and after images, and end before images: ``_fill_batch``)."""
-        images = self.job.prompt.images
-        for image in images:
-            if image.offset < n < image.offset + image.n_tokens:
-                n = image.offset
-        if any(image.offset == n for image in images):
-            return n  # a chunk ends before every image
+        """How much of a cached prefix ``n`` positions long this sequence reuses: up to the
+        start of the prefill chunk it would cut. A cold prefill computes chunks that start
+        at multiples of ``batch_size`` and end before and after each image
+        (``_fill_batch``), and llama.cpp's CPU kernels give a row a result that depends on
+        the chunk it is computed in (its size picks the kernel, its place the row block).
+        So only whole chunks are reused, computed exactly as this request's own cold
+        prefill would compute them, and the rest is computed in the same chunks too: a
+        greedy output is then the same with and without the cache. Reusing up to ``n``
+        flipped near-tied choices on the demo model."""
         start = n - n % batch_size
-        for image in images:
-            if start < image.offset + image.n_tokens <= n:
-                start = image.offset + image.n_tokens
-        return start + (n - start) // PREFIX_BLOCK * PREFIX_BLOCK
+        for image in self.job.prompt.images:
+            end = image.offset + image.n_tokens
+            if end <= n:
+                start = max(start, end)
+            elif image.offset < n:  # the prefix holds the image's start: cut there
+                start = max(start, image.offset)
+        return start
 
     # Loop side -----------------------------------------------------------------------
     def cancel(self) -> None:
