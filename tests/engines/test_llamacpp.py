@@ -217,6 +217,18 @@ async def test_prefix_cache_keeps_greedy_output_and_reuses_the_shared_prompt(eng
     assert cached.stats().extra["prefix_cache_hits_tokens"] - before == _reusable(n_prompt - 1)
 
 
+async def test_inexact_reuse_borrows_the_whole_shared_prompt(engine_factory):
+    engine = await engine_factory(exact_reuse=False)
+    first = f"{SYSTEM}\nQuestion: What is the capital of France?\nAnswer:"
+    second = f"{SYSTEM}\nQuestion: Name a river in Egypt.\nAnswer:"
+    await _generate(engine, first, max_tokens=8)
+    await _until_idle(engine)
+    a, b = (engine.tokenizer.encode(p, add_bos=True) for p in (first, second))
+    shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+    await _generate(engine, second, max_tokens=8)
+    assert engine.stats().extra["prefix_cache_hits_tokens"] == shared > _reusable(shared)
+
+
 async def test_the_cache_keeps_more_finished_prompts_than_there_are_slots(engine_factory):
     engine = await engine_factory(slots=2, cache_entries=6, batch=32)
     prompts = [f"{SYSTEM[: 200 + 10 * i]}\nQ{i}: Say something.\nAnswer:" for i in range(5)]

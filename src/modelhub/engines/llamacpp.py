@@ -13,16 +13,17 @@ shares between tenants, the KV budget); this module carries its decisions out on
 model. A preempted sequence goes back to the front of its tenant's queue with its
 generated tokens appended to its prompt (the approach vLLM takes); output stays the same.
 
-Prefix caching (``prefix_cache``, ``cache_entries``): a finished or preempted sequence's cells stay, under a
+Prefix caching (``prefix_cache``): a finished or preempted sequence's cells stay, under a
 spare sequence id, as a cache entry; an admitted request borrows the longest prefix any
 entry or running sequence holds (``llama_memory_seq_cp``: no copy, no compute) and
 prefills only the rest. Entries go least recently used first when cells or ids run short,
 before any running sequence is preempted; there are ``cache_entries`` of them beyond the
-slots, so a shared system prompt outlives a burst of unrelated requests. A borrowed prefix
-ends where a cold prefill's chunk starts (``Sequence.reuse_point``), so a greedy output is
-the same with and without the cache. Measured on the demo model (one
-thread, busy machine): a 2,741-token system prompt took 60 s to the first token cold,
-0.34-0.53 s once cached.
+slots, so a shared system prompt outlives a burst of unrelated requests. With
+``exact_reuse`` a borrowed prefix ends where a cold prefill's chunk starts
+(``Sequence.reuse_point``), so a greedy output is the same with and without the cache, at
+the price of up to a chunk recomputed per request. Measured on the demo model (one thread,
+busy machine): a 2,741-token system prompt took 60 s to the first token cold, 0.34-0.53 s
+once cached.
 
 Grammars. A request's grammar is compiled in a worker thread before it is queued (one
 that does not compile is refused then), and a constrained sequence's token is sampled in
@@ -144,7 +145,8 @@ class LlamaCppEngine:
         top_k: int = 0,
         mmproj: Path | None = None,
         max_running: int | None = None,
-        cache_entries: int = 48,
+        cache_entries: int = 16,
+        exact_reuse: bool = True,
         observer: StepObserver | None = None,
         queue_observer: Callable[[float], None] | None = None,
     ) -> None:
@@ -174,6 +176,7 @@ class LlamaCppEngine:
         if slots + cache_entries > _MAX_SEQ:
             raise ValueError(f"slots + cache entries must be at most {_MAX_SEQ} (llama.cpp)")
         self._cache = PrefixCache(max_entries=cache_entries)
+        self._reuse_chunk = batch if exact_reuse else None
         self._free_ids: list[int] = list(range(slots + cache_entries))
         # Grammar-constrained sampling runs here, so one grammar cannot stall the batch.
         self._samplers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llamacpp-sample")
@@ -437,7 +440,7 @@ class LlamaCppEngine:
         found: list[tuple[int, int]] = []
         for holder in [*self._cache, *self._sched.running]:
             n = min(common_prefix(holder.cache_keys(holder.n_past), keys), limit)
-            n = seq.reuse_point(n, self.batch_size)
+            n = seq.reuse_point(n, self._reuse_chunk)
             if n > 0:
                 found.append((n, holder.seq_id))
         for n, seq_id in sorted(found, reverse=True):

@@ -276,18 +276,22 @@ class Sequence:
             return self.keys[:n]
         return np.concatenate([self.keys, np.asarray(self.history[prompt:n], dtype=np.int64)])
 
-    def reuse_point(self, n: int, batch_size: int) -> int:
-        """How much of a cached prefix ``n`` positions long this sequence reuses: up to the
-        start of the prefill chunk it would cut. A cold prefill computes chunks that start
-        at multiples of ``batch_size`` and end before and after each image
-        (``_fill_batch``), and llama.cpp's CPU kernels give a row a result that depends on
-        the chunk it is computed in (its size picks the kernel, its place the row block).
-        So only whole chunks are reused, computed exactly as this request's own cold
-        prefill would compute them, and the rest is computed in the same chunks too: a
-        greedy output is then the same with and without the cache. Reusing up to ``n``
-        flipped near-tied choices on the demo model."""
-        start = n - n % batch_size
-        for image in self.job.prompt.images:
+    def reuse_point(self, n: int, chunk: int | None) -> int:
+        """How much of a cached prefix ``n`` positions long this sequence reuses: never part
+        of an image, and with ``chunk`` (exact reuse) only up to the start of the prefill
+        chunk it would cut. A cold prefill computes chunks that start at multiples of
+        ``chunk`` and end before and after each image (``_fill_batch``), and llama.cpp's
+        CPU kernels give a row a result that depends on the chunk it is computed in (its
+        size picks the kernel, its place the row block). Reusing whole chunks only, and
+        computing the rest in the same chunks, keeps a greedy output the same with and
+        without the cache; reusing up to ``n`` flipped near-tied choices on the demo model
+        (as llama-server's ``cache_prompt`` warns it may)."""
+        images = self.job.prompt.images
+        if chunk is None:
+            inside = (im.offset for im in images if im.offset < n < im.offset + im.n_tokens)
+            return next(inside, n)
+        start = n - n % chunk
+        for image in images:
             end = image.offset + image.n_tokens
             if end <= n:
                 start = max(start, end)
