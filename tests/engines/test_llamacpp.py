@@ -27,6 +27,8 @@ SYSTEM = "You are a careful assistant for a travel agency. " + " ".join(
     f"Rule {i}: answer briefly, cite the destination's name, and never invent prices."
     for i in range(25)
 )
+ASK_FRANCE = f"{SYSTEM}\nQuestion: What is the capital of France?\nAnswer:"
+ASK_EGYPT = f"{SYSTEM}\nQuestion: Name a river in Egypt.\nAnswer:"
 
 
 def _job(engine: LlamaCppEngine, prompt: str, *, tenant: str = "", **params) -> GenerationJob:
@@ -44,6 +46,12 @@ def _reusable(n: int, batch: int = 256) -> int:
     """The part of an ``n``-token cached prefix a text prompt reuses: the whole prefill
     chunks (``batch`` positions each) it holds."""
     return n - n % batch
+
+
+def _shared_tokens(engine: LlamaCppEngine, a: str, b: str) -> int:
+    """How many leading token ids the two prompts share."""
+    ids = (engine.tokenizer.encode(p, add_bos=True) for p in (a, b))
+    return next(i for i, (x, y) in enumerate(zip(*ids, strict=False)) if x != y)
 
 
 async def _generate(engine: LlamaCppEngine, prompt: str, **params) -> list[int]:
@@ -197,16 +205,14 @@ async def test_a_sampled_json_string_never_holds_a_raw_control_character(engine_
 
 
 async def test_prefix_cache_keeps_greedy_output_and_reuses_the_shared_prompt(engine_factory):
-    first = f"{SYSTEM}\nQuestion: What is the capital of France?\nAnswer:"
-    second = f"{SYSTEM}\nQuestion: Name a river in Egypt.\nAnswer:"
+    first, second = ASK_FRANCE, ASK_EGYPT
     cold = await engine_factory(cache_entries=0)
     cached = await engine_factory()
     expected = await _generate(cold, second, max_tokens=40)
     await _generate(cached, first, max_tokens=40)
     await _until_idle(cached)
     assert await _generate(cached, second, max_tokens=40) == expected
-    a, b = (cached.tokenizer.encode(p, add_bos=True) for p in (first, second))
-    shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+    shared = _shared_tokens(cached, first, second)
     assert cached.stats().extra["prefix_cache_hits_tokens"] == _reusable(shared) > 0
     assert cold.stats().extra["prefix_cache_hits_tokens"] == 0
     # The same request again reuses all of its prompt but the last token.
@@ -219,13 +225,10 @@ async def test_prefix_cache_keeps_greedy_output_and_reuses_the_shared_prompt(eng
 
 async def test_inexact_reuse_borrows_the_whole_shared_prompt(engine_factory):
     engine = await engine_factory(exact_reuse=False)
-    first = f"{SYSTEM}\nQuestion: What is the capital of France?\nAnswer:"
-    second = f"{SYSTEM}\nQuestion: Name a river in Egypt.\nAnswer:"
-    await _generate(engine, first, max_tokens=8)
+    await _generate(engine, ASK_FRANCE, max_tokens=8)
     await _until_idle(engine)
-    a, b = (engine.tokenizer.encode(p, add_bos=True) for p in (first, second))
-    shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
-    await _generate(engine, second, max_tokens=8)
+    shared = _shared_tokens(engine, ASK_FRANCE, ASK_EGYPT)
+    await _generate(engine, ASK_EGYPT, max_tokens=8)
     assert engine.stats().extra["prefix_cache_hits_tokens"] == shared > _reusable(shared)
 
 
@@ -295,4 +298,4 @@ async def test_an_image_prefix_is_reused_only_for_the_same_pixels(engine_factory
     [image] = prompt.images
     assert reused >= image.offset + image.n_tokens  # through the image, into the text
     reused, _ = await ask((0, 0, 200), "What colour is this?")
-    assert reused <= image.offset  # the same ids up to the image, other pixels
+    assert reused == _reusable(image.offset)  # the same ids up to the image, other pixels

@@ -537,11 +537,8 @@ class LlamaCppEngine:
             # A prompt chunk ends where a cold prefill's would (a multiple of the batch
             # size), so that one computed after a reused prefix is the same chunk.
             chunk_end = seq.n_past - seq.n_past % self.batch_size + self.batch_size
-            take = (
-                min(self._prefill_end(seq), chunk_end, seq.n_past + self.batch_size - n)
-                - seq.n_past
-            )
-            take = min(take, budget_kv)
+            take = min(self._prefill_end(seq), chunk_end) - seq.n_past
+            take = min(take, self.batch_size - n, budget_kv)
             for i in range(take):
                 batch.token[n] = seq.history[seq.n_past + i]
                 batch.pos[n] = seq.n_past + i

@@ -197,9 +197,9 @@ def _top_logprobs(
 
 
 class Outbox:
-    """The events of one decode step, handed to each event loop in one call. A call per
-    token would wake the loop (a write to its self-pipe) once per sequence per step: at 16
-    sequences that contention slowed the step's decode by about a tenth on two cores."""
+    """The events of one decode step, handed to each event loop in one call: a call per
+    token would wake the loop (a write to its self-pipe) once per sequence per step, while
+    the decode threads want both cores."""
 
     def __init__(self) -> None:
         self._items: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue, object]] = []
