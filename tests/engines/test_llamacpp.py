@@ -29,6 +29,7 @@ SYSTEM = "You are a careful assistant for a travel agency. " + " ".join(
 )
 ASK_FRANCE = f"{SYSTEM}\nQuestion: What is the capital of France?\nAnswer:"
 ASK_EGYPT = f"{SYSTEM}\nQuestion: Name a river in Egypt.\nAnswer:"
+ASK_SPAIN = f"{SYSTEM}\nQuestion: Which sea borders Spain?\nAnswer:"
 
 
 def _job(engine: LlamaCppEngine, prompt: str, *, tenant: str = "", **params) -> GenerationJob:
@@ -223,12 +224,38 @@ async def test_prefix_cache_keeps_greedy_output_and_reuses_the_shared_prompt(eng
     assert cached.stats().extra["prefix_cache_hits_tokens"] - before == _reusable(n_prompt - 1)
 
 
+async def test_a_greedy_output_run_alone_does_not_depend_on_what_the_cache_holds(
+    engine_factory,
+):
+    """With two threads llama.cpp splits the KV range a one-token decode attends over
+    between them by cell index, so prefixes kept in the KV cache would change a lone
+    request's arithmetic (an 8-token prompt gave other text after other traffic); kept in
+    host memory, they leave the KV cache as a cold run finds it."""
+    cold = await engine_factory(cache_entries=0, threads=2)
+    cached = await engine_factory(threads=2)
+    for prompt in [*PROMPTS, ASK_FRANCE, SYSTEM[::-1]]:  # earlier traffic, now cached
+        await _generate(cached, prompt, max_tokens=60)
+    await _until_idle(cached)
+    for prompt in [PROMPTS[0], ASK_EGYPT, ASK_FRANCE]:
+        expected = await _generate(cold, prompt, max_tokens=60)
+        assert await _generate(cached, prompt, max_tokens=60) == expected
+        await _until_idle(cached)
+    assert cached.stats().extra["prefix_cache_entries"] > 0
+
+
 async def test_inexact_reuse_borrows_the_whole_shared_prompt(engine_factory):
     engine = await engine_factory(exact_reuse=False)
     await _generate(engine, ASK_FRANCE, max_tokens=8)
     await _until_idle(engine)
-    shared = _shared_tokens(engine, ASK_FRANCE, ASK_EGYPT)
+    # The demo model has a sliding window, so the entry for the first prompt gives only its
+    # whole length; the second prompt is saved at the prefix it shares with the first.
     await _generate(engine, ASK_EGYPT, max_tokens=8)
+    await _until_idle(engine)
+    assert engine.stats().extra["prefix_cache_hits_tokens"] == 0
+    shared = min(
+        _shared_tokens(engine, ASK_FRANCE, ASK_EGYPT), _shared_tokens(engine, ASK_SPAIN, ASK_EGYPT)
+    )
+    await _generate(engine, ASK_SPAIN, max_tokens=8)
     assert engine.stats().extra["prefix_cache_hits_tokens"] == shared > _reusable(shared)
 
 

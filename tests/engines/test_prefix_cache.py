@@ -68,18 +68,40 @@ def test_borrowing_a_borrower_chains_its_segments():
     assert distinct_cells([root, mid, leaf]) == 90 + 10
 
 
-def _entry(seq_id: int, keys: list[int]) -> CachedPrefix:
-    return CachedPrefix(seq_id, np.asarray(keys, np.int64), (), new_origin(), 0)
+def _entry(keys: list[int], nbytes: int = 10, min_reuse: int = 0) -> CachedPrefix:
+    return CachedPrefix(np.asarray(keys, np.int64), bytearray(nbytes), min_reuse)
+
+
+def _kept(cache: PrefixCache) -> list[list[int]]:
+    return [e.keys.tolist() for e in cache]
 
 
 def test_a_longer_entry_replaces_its_prefix_and_the_oldest_goes_first():
-    cache = PrefixCache(max_entries=2)
-    assert cache.add(_entry(0, [1, 2, 3])) == []
-    dropped = cache.add(_entry(1, [1, 2, 3, 4, 5]))  # the same conversation, one turn on
-    assert [e.seq_id for e in dropped] == [0]
-    cache.add(_entry(2, [7, 8]))
-    cache.touch(1)
-    assert [e.seq_id for e in cache.add(_entry(3, [9]))] == [2]
-    assert cache.pop_lru(keep=1).seq_id == 3
-    assert cache.pop_lru(keep=1) is None
-    assert cache.pop_lru().seq_id == 1
+    cache = PrefixCache(max_entries=2, max_bytes=1000)
+    assert cache.add(_entry([1, 2, 3]))
+    assert cache.add(_entry([1, 2, 3, 4, 5]))  # the same conversation, one turn on
+    assert _kept(cache) == [[1, 2, 3, 4, 5]]
+    assert not cache.add(_entry([1, 2]))  # the kept entry gives that prefix already
+    cache.add(_entry([7, 8]))
+    cache.touch(next(iter(cache)))
+    cache.add(_entry([9]))
+    assert _kept(cache) == [[1, 2, 3, 4, 5], [9]]
+
+
+def test_the_byte_budget_evicts_least_recently_used_and_refuses_what_cannot_fit():
+    cache = PrefixCache(max_entries=10, max_bytes=100)
+    for k in range(4):
+        cache.add(_entry([k], nbytes=30))
+    assert _kept(cache) == [[1], [2], [3]] and cache.nbytes == 90
+    assert not cache.add(_entry([5], nbytes=101))
+    assert cache.nbytes == 90
+
+
+def test_a_sliding_window_entry_gives_only_its_whole_length():
+    whole = _entry([1, 2, 3, 4], min_reuse=4)
+    assert whole.serves(4) and not whole.serves(3)
+    cache = PrefixCache(max_entries=10, max_bytes=1000)
+    cache.add(_entry([1, 2], min_reuse=2))  # a checkpoint at the shared prefix
+    cache.add(whole)  # does not replace it: it cannot give the first two positions alone
+    assert _kept(cache) == [[1, 2], [1, 2, 3, 4]]
+    assert not cache.add(_entry([1, 2, 3, 4], min_reuse=4))

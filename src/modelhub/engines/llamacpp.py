@@ -13,17 +13,21 @@ shares between tenants, the KV budget); this module carries its decisions out on
 model. A preempted sequence goes back to the front of its tenant's queue with its
 generated tokens appended to its prompt (the approach vLLM takes); output stays the same.
 
-Prefix caching (``prefix_cache``): a finished or preempted sequence's cells stay, under a
-spare sequence id, as a cache entry; an admitted request borrows the longest prefix any
-entry or running sequence holds (``llama_memory_seq_cp``: no copy, no compute) and
-prefills only the rest. Entries go least recently used first when cells or ids run short,
-before any running sequence is preempted; there are ``cache_entries`` of them beyond the
-slots, so a shared system prompt outlives a burst of unrelated requests. With
-``exact_reuse`` a borrowed prefix ends where a cold prefill's chunk starts
-(``Sequence.reuse_point``), so a greedy output is the same with and without the cache, at
-the price of up to a chunk recomputed per request. Measured on the demo model (one thread,
-busy machine): a 2,741-token system prompt took 60 s to the first token cold, 0.34-0.53 s
-once cached.
+Prefix caching (``prefix_cache``): a finished or preempted sequence's KV is saved to host
+memory as a cache entry (``llama_state_seq_get_data``) and its cells freed; an admitted
+request restores the longest prefix an entry holds, or borrows it from a running sequence
+(``llama_memory_seq_cp``: no copy, no compute), and prefills only the rest. There are at
+most ``cache_entries`` entries within ``cache_bytes``, least recently used first. A request
+run alone therefore finds the KV cache as a cold run would, with its prefix in the same
+cells; with ``exact_reuse`` the prefix also ends where a cold prefill's chunk starts
+(``Sequence.reuse_point``), so its greedy output is the same with and without the cache,
+at the price of up to a chunk recomputed. A sliding-window model's saved state keeps only
+the window before its end, so an entry gives just its whole length: a finished sequence
+is saved cut at the point a follow-up turn reuses, and a prompt that shares a prefix with
+an earlier one that could not give it is saved there too, on the way (a checkpoint, as
+llama-server keeps for such models). Measured on the demo model (one thread, busy
+machine): a 2,741-token system prompt took 60 s to the first token cold, 0.34-0.53 s once
+cached.
 
 Grammars. A request's grammar is compiled in a worker thread before it is queued (one
 that does not compile is refused then), and a constrained sequence's token is sampled in
@@ -33,7 +37,8 @@ a grammar as costly as a 10,000-value enum delays only its own request.
 Threads. The event loop runs ``generate``: it checks the job, submits its sequence under
 ``_cond`` and reads the sequence's event queue. The decode thread owns the llama context,
 the batch, the slots, the cache entries and every sequence once submitted; it takes
-``_cond`` whenever it changes the scheduler's queues, which ``generate`` also touches.
+``_cond`` whenever it changes the scheduler's queues, which ``generate`` also touches, and
+saves a finished sequence's KV before it takes ``_cond``.
 Sampling workers touch only their sequence's sampler and a logits copy, and wake the
 decode thread through ``_cond`` when done. Otherwise the threads meet only through
 ``Sequence.cancel`` (a flag the decode thread polls each step) and
@@ -43,6 +48,7 @@ decode thread through ``_cond`` when done. Otherwise the threads meet only throu
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import threading
@@ -59,6 +65,7 @@ from modelhub.engines.llamacpp_sequence import Outbox, PieceDecoder, SamplerChai
 from modelhub.engines.llamacpp_vision import ImageKVFullError, VisionEncoder, VisionEncoderError
 from modelhub.engines.prefix_cache import (
     CachedPrefix,
+    KVHolder,
     PrefixCache,
     borrow,
     common_prefix,
@@ -84,7 +91,7 @@ _backend_lock = threading.Lock()
 _backend_ready = False
 
 
-# llama.cpp's LLAMA_MAX_SEQ: the sequence ids one context may hold (slots + cache entries).
+# llama.cpp's LLAMA_MAX_SEQ: the sequence ids one context may hold.
 _MAX_SEQ = 256
 
 
@@ -145,7 +152,8 @@ class LlamaCppEngine:
         top_k: int = 0,
         mmproj: Path | None = None,
         max_running: int | None = None,
-        cache_entries: int = 16,
+        cache_entries: int = 64,
+        cache_bytes: int = 2 << 30,
         exact_reuse: bool = True,
         observer: StepObserver | None = None,
         queue_observer: Callable[[float], None] | None = None,
@@ -172,12 +180,12 @@ class LlamaCppEngine:
         self._sched: Scheduler[Sequence] = Scheduler(
             slots=slots, context=context, queue_limit=queue_limit, default_cap=max_running
         )
-        # Finished sequences' KV, kept under spare sequence ids (0 entries: no cache).
-        if slots + cache_entries > _MAX_SEQ:
-            raise ValueError(f"slots + cache entries must be at most {_MAX_SEQ} (llama.cpp)")
-        self._cache = PrefixCache(max_entries=cache_entries)
+        if slots > _MAX_SEQ:
+            raise ValueError(f"slots must be at most {_MAX_SEQ} (llama.cpp)")
+        # Finished sequences' KV, in host memory (0 entries: no cache).
+        self._cache = PrefixCache(max_entries=cache_entries, max_bytes=cache_bytes)
         self._reuse_chunk = batch if exact_reuse else None
-        self._free_ids: list[int] = list(range(slots + cache_entries))
+        self._free_ids: list[int] = list(range(slots))
         # Grammar-constrained sampling runs here, so one grammar cannot stall the batch.
         self._samplers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llamacpp-sample")
         self._sampling: list[Sequence] = []
@@ -265,7 +273,11 @@ class LlamaCppEngine:
             slots=self.slots,
             preemptions=int(self._counts["preemptions"]),
             kv_cache_usage=min(self._kv_used() / self.context, 1.0),
-            extra={**self._counts, "prefix_cache_entries": len(self._cache)},
+            extra={
+                **self._counts,
+                "prefix_cache_entries": len(self._cache),
+                "prefix_cache_bytes": self._cache.nbytes,
+            },
         )
 
     # Event-loop side ---------------------------------------------------------------------
@@ -378,7 +390,7 @@ class LlamaCppEngine:
             self._cond.notify()
 
     def _kv_used(self) -> int:
-        return distinct_cells([*self._sched.running, *self._cache])
+        return distinct_cells(self._sched.running)
 
     def _kv_committed(self) -> int:
         """Cells in use plus those the running sequences' prompts still need."""
@@ -405,7 +417,7 @@ class LlamaCppEngine:
                 source, reused = self._match(seq)
                 if sched.fits(len(seq.history) - reused + 1, self._kv_committed()):
                     break
-                if not self._free_kv(claimant=seq, keep=source):
+                if not self._free_kv(claimant=seq):
                     if sched.running:
                         return
                     break  # an empty cache always fits one request (``_check``)
@@ -414,86 +426,113 @@ class LlamaCppEngine:
                 self._queue_observer(time.monotonic() - seq.queued_at)
             self._place(seq, source, reused)
 
-    def _free_kv(self, claimant: Sequence | None = None, keep: int | None = None) -> bool:
-        """Free some cells: a cache entry (least recently used first), else preempt the
-        sequence the scheduler names. False when nothing can be freed."""
-        entry = self._cache.pop_lru(keep=keep)
-        if entry is not None:
-            self._drop_entry(entry)
-            return True
+    def _free_kv(self, claimant: Sequence | None = None) -> bool:
+        """Free some cells by preempting the sequence the scheduler names. False when none
+        can be preempted."""
         victim = self._sched.kv_victim(claimant)
-        if victim is not None:
-            self._preempt(victim)
-            return True
-        entry = self._cache.pop_lru()
-        if entry is not None:
-            self._drop_entry(entry)
-            return True
-        return False
+        if victim is None:
+            return False
+        self._preempt(victim)
+        return True
 
-    def _match(self, seq: Sequence) -> tuple[int | None, int]:
-        """The sequence id holding the longest usable prefix of ``seq``, and its length."""
+    def _match(self, seq: Sequence) -> tuple[KVHolder | CachedPrefix | None, int]:
+        """The running sequence or cache entry giving the longest usable prefix of ``seq``,
+        and its length. On a sliding-window model, a longer prefix shared with a source
+        that cannot give it becomes the sequence's checkpoint."""
+        seq.checkpoint_at = 0
         if not self._cache.max_entries:
             return None, 0
         keys = seq.cache_keys(len(seq.history))
         limit = len(keys) - 1  # the last token is decoded again, for its logits
-        found: list[tuple[int, int]] = []
-        for holder in [*self._cache, *self._sched.running]:
-            n = min(common_prefix(holder.cache_keys(holder.n_past), keys), limit)
+        best: tuple[KVHolder | CachedPrefix | None, int] = (None, 0)
+        shared = 0
+        for source in [*self._cache, *self._sched.running]:
+            n = min(common_prefix(source.cache_keys(source.n_past), keys), limit)
             n = seq.reuse_point(n, self._reuse_chunk)
-            if n > 0:
-                found.append((n, holder.seq_id))
-        for n, seq_id in sorted(found, reverse=True):
-            # A sliding-window model needs the window before the prefix's end still cached.
-            pos_min = llama_cpp.llama_memory_seq_pos_min(self._mem, seq_id)
-            if self._n_swa == 0 or pos_min <= max(0, n - self._n_swa):
-                return seq_id, n
-        return None, 0
+            shared = max(shared, n)
+            if n > best[1] and self._gives(source, n):
+                best = (source, n)
+        if self._n_swa and shared > best[1]:
+            seq.checkpoint_at = shared
+        return best
 
-    def _place(self, seq: Sequence, source: int | None, reused: int) -> None:
-        """Give an admitted sequence a sequence id and the cells it borrows."""
-        # Slots + cache entries never exceed the ids, so one is free.
-        seq.seq_id = self._free_ids.pop()
-        seq.origin, seq.own_start, seq.borrowed = new_origin(), reused, ()
-        if source is not None:
-            holder = next(h for h in [*self._cache, *self._sched.running] if h.seq_id == source)
-            llama_cpp.llama_memory_seq_cp(self._mem, source, seq.seq_id, 0, reused)
-            seq.borrowed = borrow(holder, reused)
-            self._cache.touch(source)
+    def _gives(self, source: KVHolder | CachedPrefix, n: int) -> bool:
+        if isinstance(source, CachedPrefix):
+            return source.serves(n)
+        # A sliding-window model needs the window before the prefix's end still cached.
+        pos_min = llama_cpp.llama_memory_seq_pos_min(self._mem, source.seq_id)
+        return self._n_swa == 0 or pos_min <= max(0, n - self._n_swa)
+
+    def _place(self, seq: Sequence, source: KVHolder | CachedPrefix | None, reused: int) -> None:
+        """Give an admitted sequence a sequence id and the prefix it reuses."""
+        seq.seq_id = self._free_ids.pop()  # running sequences never exceed the ids
+        seq.origin, seq.own_start, seq.borrowed = new_origin(), 0, ()
+        if isinstance(source, CachedPrefix):
+            reused = self._restore(seq.seq_id, source, reused)
+        elif source is not None:
+            llama_cpp.llama_memory_seq_cp(self._mem, source.seq_id, seq.seq_id, 0, reused)
+            seq.borrowed = borrow(source, reused)
+            seq.own_start = reused
         seq.n_past = reused
         seq.next_image = sum(1 for im in seq.job.prompt.images if im.offset < reused)
         if seq.generated == 0:
             self._counts["prefix_cache_queries_tokens"] += len(seq.history)
             self._counts["prefix_cache_hits_tokens"] += reused
 
-    def _drop_entry(self, entry: CachedPrefix) -> None:
-        llama_cpp.llama_memory_seq_rm(self._mem, entry.seq_id, -1, -1)
-        self._free_ids.append(entry.seq_id)
+    def _restore(self, seq_id: int, entry: CachedPrefix, reused: int) -> int:
+        """Load ``entry`` into ``seq_id`` and keep its first ``reused`` positions; 0 when the
+        KV cache has no room for it (the prefix is then computed)."""
+        state = (ctypes.c_uint8 * entry.nbytes).from_buffer(entry.state)
+        if llama_cpp.llama_state_seq_set_data(self._ctx, state, entry.nbytes, seq_id) == 0:
+            llama_cpp.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+            return 0
+        llama_cpp.llama_memory_seq_rm(self._mem, seq_id, reused, -1)
+        self._cache.touch(entry)
+        return reused
 
-    def _vacate(self, seq: Sequence) -> None:
-        """Take the sequence out of its slot; its cells become a cache entry when the cache
-        is on, or are freed."""
-        self._sched.finish(seq)
+    def _save(self, seq: Sequence, end: int) -> None:
+        """Keep ``seq``'s first ``end`` positions as a cache entry; its cells past ``end``
+        are dropped (it is leaving, or ``end`` is where it stands)."""
+        if end <= 0:
+            return
+        llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, end, -1)
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, seq.seq_id)
+        state = bytearray(size)
+        buffer = (ctypes.c_uint8 * size).from_buffer(state)
+        if llama_cpp.llama_state_seq_get_data(self._ctx, buffer, size, seq.seq_id) != size:
+            return
+        whole = self._n_swa == 0 or end <= self._n_swa
+        entry = CachedPrefix(seq.cache_keys(end), state, min_reuse=0 if whole else end)
+        self._cache.add(entry)
+
+    def _vacate(self, seq: Sequence, end: int) -> None:
+        """Take the sequence out of its slot, keeping its first ``end`` positions as a cache
+        entry when the cache is on. Its KV is saved before ``_cond`` is taken, so the event
+        loop never waits on the copy."""
         if self._cache.max_entries and seq.n_past > 0:
-            entry = CachedPrefix(
-                seq.seq_id, seq.cache_keys(seq.n_past), seq.borrowed, seq.origin, seq.own_start
-            )
-            for dropped in self._cache.add(entry):
-                self._drop_entry(dropped)
-        else:
-            llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+            self._save(seq, min(seq.n_past, end))
+        llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+        with self._cond:
+            self._sched.finish(seq)
             self._free_ids.append(seq.seq_id)
         seq.seq_id = -1
 
+    def _entry_end(self, seq: Sequence, follow_up: int) -> int:
+        """Where ``seq``'s cache entry ends: all it holds, or, on a sliding-window model
+        (whose entry gives only its whole length), where a request sharing its first
+        ``follow_up`` positions takes the prefix up."""
+        return seq.reuse_point(follow_up, self._reuse_chunk) if self._n_swa else seq.n_past
+
     def _finish(self, seq: Sequence) -> None:
-        self._vacate(seq)
+        # What a follow-up turn surely shares is the prompt (the client's copy of the answer
+        # may be tokenized otherwise) but its last token, which the same prompt decodes again.
+        self._vacate(seq, self._entry_end(seq, len(seq.job.prompt.token_ids) - 1))
         seq.release()
 
     def _preempt(self, seq: Sequence) -> None:
-        # Its cells become a cache entry like any other finished sequence's (evicted when
-        # cells run short), so it may resume without recomputing; its sampler stays, so the
-        # output continues the same either way.
-        self._vacate(seq)
+        # Its KV becomes a cache entry like any finished sequence's, so it may resume
+        # without recomputing; its sampler stays, so the output continues the same either way.
+        self._vacate(seq, self._entry_end(seq, seq.n_past))
         seq.n_past = seq.own_start = 0
         seq.borrowed = ()
         seq.next_image = 0
@@ -501,21 +540,9 @@ class LlamaCppEngine:
         self._counts["preemptions"] += 1
 
     def _make_room(self) -> None:
-        """Evict cache entries until every running sequence can go on (prefill included),
-        then preempt until every decoding sequence has a cell."""
+        """Preempt until every decoding sequence has a cell (prefill takes what is left)."""
         running = self._sched.running
-        while True:
-            decoding = sum(1 for s in running if not s.prefilling)
-            prefill = sum(len(s.history) - s.n_past for s in running if s.prefilling)
-            used = self._kv_used()
-            if self._sched.fits(decoding + prefill + 1, used):
-                return
-            entry = self._cache.pop_lru()
-            if entry is not None:
-                self._drop_entry(entry)
-                continue
-            if self._sched.fits(decoding + 1, used):
-                return
+        while not self._sched.fits(sum(not s.prefilling for s in running) + 1, self._kv_used()):
             with self._cond:
                 victim = self._sched.kv_victim()
                 if victim is None:
@@ -580,13 +607,11 @@ class LlamaCppEngine:
                     if freed:
                         return  # the next step tries again with the freed cells
                     seq.fail(exc)
-                    with self._cond:
-                        self._finish(seq)
+                    self._finish(seq)
                     break
                 except VisionEncoderError as exc:
                     seq.fail(exc)
-                    with self._cond:
-                        self._finish(seq)
+                    self._finish(seq)
                     break
                 seq.next_image += 1
 
@@ -611,11 +636,10 @@ class LlamaCppEngine:
             else:
                 finished = seq.on_token(token, logits, self._vocab)
             if finished:
-                with self._cond:
-                    if seq.seq_id >= 0:
-                        self._finish(seq)
-                    else:  # preempted meanwhile: it leaves the queue at the next reap
-                        seq.cancel()
+                if seq.seq_id >= 0:
+                    self._finish(seq)
+                else:  # preempted meanwhile: it leaves the queue at the next reap
+                    seq.cancel()
 
     def _step(self) -> None:
         self._collect()
@@ -623,6 +647,7 @@ class LlamaCppEngine:
         self._make_room()
         if self._vision is not None:
             self._eval_images()
+            self._checkpoint()
         with_logits = self._fill_batch()
         n_tokens = self._batch.n_tokens
         if n_tokens == 0:
@@ -630,6 +655,7 @@ class LlamaCppEngine:
         rc = llama_cpp.llama_decode(self._ctx, self._batch)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
+        self._checkpoint()
         if self._observer is not None:
             self._observer(len(with_logits), n_tokens)
         for seq in with_logits:
@@ -644,8 +670,15 @@ class LlamaCppEngine:
             token = seq.sampler.sample(self._ctx, seq.logits_index)
             row = self._logits(seq) if seq.job.params.top_logprobs is not None else None
             if seq.on_token(token, row, self._vocab):
-                with self._cond:
-                    self._finish(seq)
+                self._finish(seq)
+
+    def _checkpoint(self) -> None:
+        """Save the prefixes that sequences have just finished computing up to their
+        checkpoint (``_match``)."""
+        for seq in self._sched.running:
+            if seq.checkpoint_at and seq.n_past == seq.checkpoint_at:
+                seq.checkpoint_at = 0
+                self._save(seq, seq.n_past)
 
     def _logits(self, seq: Sequence) -> np.ndarray:
         """The row of logits the last decode left for ``seq`` (valid until the next one)."""

@@ -249,6 +249,9 @@ class Sequence:
     borrowed: tuple[tuple[int, int, int], ...] = ()
     origin: int = -1
     own_start: int = 0
+    # Where its prefill reaches a prefix shared with a cache entry that could not give it
+    # (a sliding-window model's): the prefix is saved there, for the next request.
+    checkpoint_at: int = 0
     # A token being sampled off the decode thread (grammar-constrained), and its logits.
     pending: Future | None = None
     pending_logits: np.ndarray | None = None

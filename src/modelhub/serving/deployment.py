@@ -150,6 +150,7 @@ class Deployment:
                     if self._settings.engine_prefix_cache
                     else 0
                 ),
+                cache_bytes=self._settings.engine_prefix_cache_mib << 20,
                 exact_reuse=self._settings.engine_prefix_cache_exact,
                 observer=self._metrics.step_observer(card.id),
                 queue_observer=self._metrics.queue_observer(card.id),
