@@ -30,6 +30,7 @@ SYSTEM = "You are a careful assistant for a travel agency. " + " ".join(
 ASK_FRANCE = f"{SYSTEM}\nQuestion: What is the capital of France?\nAnswer:"
 ASK_EGYPT = f"{SYSTEM}\nQuestion: Name a river in Egypt.\nAnswer:"
 ASK_SPAIN = f"{SYSTEM}\nQuestion: Which sea borders Spain?\nAnswer:"
+ASK_JAPAN = f"{SYSTEM}\nQuestion: How tall is Mount Fuji?\nAnswer:"
 
 
 def _job(engine: LlamaCppEngine, prompt: str, *, tenant: str = "", **params) -> GenerationJob:
@@ -257,6 +258,23 @@ async def test_inexact_reuse_borrows_the_whole_shared_prompt(engine_factory):
     )
     await _generate(engine, ASK_SPAIN, max_tokens=8)
     assert engine.stats().extra["prefix_cache_hits_tokens"] == shared > _reusable(shared)
+
+
+async def test_a_burst_sharing_a_new_prompt_computes_it_once(engine_factory):
+    engine = await engine_factory(slots=5)
+    # A long unrelated prompt holds the batch while the burst arrives, so the four requests
+    # are admitted before any of them has computed the prefix they share.
+    busy = asyncio.ensure_future(_generate(engine, SYSTEM[::-1] * 2, max_tokens=1))
+    while engine.stats().running == 0:
+        await asyncio.sleep(0.01)
+    asks = [ASK_FRANCE, ASK_EGYPT, ASK_SPAIN, ASK_JAPAN]
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(_generate(engine, ask, max_tokens=4) for ask in asks)), 120
+    )
+    assert all(answers) and await busy
+    # The first to prefill computes the shared prefix; the other three borrow it.
+    shared = min(_shared_tokens(engine, ASK_FRANCE, ask) for ask in asks[1:])
+    assert engine.stats().extra["prefix_cache_hits_tokens"] == 3 * _reusable(shared) > 0
 
 
 async def test_the_cache_keeps_more_finished_prompts_than_there_are_slots(engine_factory):

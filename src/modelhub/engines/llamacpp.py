@@ -443,18 +443,23 @@ class LlamaCppEngine:
         if not self._cache.max_entries:
             return None, 0
         keys = seq.cache_keys(len(seq.history))
-        limit = len(keys) - 1  # the last token is decoded again, for its logits
         best: tuple[KVHolder | CachedPrefix | None, int] = (None, 0)
         shared = 0
         for source in [*self._cache, *self._sched.running]:
-            n = min(common_prefix(source.cache_keys(source.n_past), keys), limit)
-            n = seq.reuse_point(n, self._reuse_chunk)
+            n = self._shared_prefix(seq, keys, source.cache_keys(source.n_past))
             shared = max(shared, n)
             if n > best[1] and self._gives(source, n):
                 best = (source, n)
         if self._n_swa and shared > best[1]:
             seq.checkpoint_at = shared
         return best
+
+    def _shared_prefix(self, seq: Sequence, keys: np.ndarray, held: np.ndarray) -> int:
+        """How much of a prefix whose keys are ``held`` ``seq`` (whose keys are ``keys``)
+        would reuse."""
+        # The prompt's last token is decoded again, for its logits.
+        n = min(common_prefix(held, keys), len(keys) - 1)
+        return seq.reuse_point(n, self._reuse_chunk)
 
     def _gives(self, source: KVHolder | CachedPrefix, n: int) -> bool:
         if isinstance(source, CachedPrefix):
@@ -467,17 +472,57 @@ class LlamaCppEngine:
         """Give an admitted sequence a sequence id and the prefix it reuses."""
         seq.seq_id = self._free_ids.pop()  # running sequences never exceed the ids
         seq.origin, seq.own_start, seq.borrowed = new_origin(), 0, ()
-        if isinstance(source, CachedPrefix):
-            reused = self._restore(seq.seq_id, source, reused)
-        elif source is not None:
-            llama_cpp.llama_memory_seq_cp(self._mem, source.seq_id, seq.seq_id, 0, reused)
-            seq.borrowed = borrow(source, reused)
-            seq.own_start = reused
-        seq.n_past = reused
-        seq.next_image = sum(1 for im in seq.job.prompt.images if im.offset < reused)
+        seq.n_past, seq.next_image, seq.prefill_started = 0, 0, False
         if seq.generated == 0:
             self._counts["prefix_cache_queries_tokens"] += len(seq.history)
-            self._counts["prefix_cache_hits_tokens"] += reused
+        if isinstance(source, CachedPrefix):
+            self._reused(seq, self._restore(seq.seq_id, source, reused))
+        elif source is not None:
+            self._borrow(seq, source, reused)
+
+    def _borrow(self, seq: Sequence, holder: KVHolder, n: int) -> None:
+        """Give ``seq`` (which has computed nothing yet) ``holder``'s first ``n`` cells."""
+        llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+        llama_cpp.llama_memory_seq_cp(self._mem, holder.seq_id, seq.seq_id, 0, n)
+        seq.borrowed = borrow(holder, n)
+        seq.own_start = n
+        self._reused(seq, n)
+
+    def _reused(self, seq: Sequence, n: int) -> None:
+        if seq.generated == 0:
+            self._counts["prefix_cache_hits_tokens"] += n - seq.n_past
+        seq.n_past = n
+        seq.next_image = sum(1 for im in seq.job.prompt.images if im.offset < n)
+
+    def _borrow_late(self) -> set[Sequence]:
+        """A sequence admitted beside one still computing the prefix they share borrows it
+        once computed, and waits for it rather than start its own prefill: a burst of
+        requests with a new system prompt computes it once, not once per request. Returns
+        the sequences to hold back this step. Only a sequence that has started its prefill
+        is waited for, so two never wait for each other."""
+        running = self._sched.running
+        waiting: set[Sequence] = set()
+        for seq in running:
+            if seq.prefill_started or not seq.prefilling:
+                continue
+            keys = seq.cache_keys(len(seq.history))
+            best, best_n, coming = None, seq.n_past, 0
+            for holder in running:
+                if holder is seq:
+                    continue
+                n = self._shared_prefix(seq, keys, holder.cache_keys(len(holder.history)))
+                if n <= best_n:
+                    continue
+                ready = seq.reuse_point(min(n, holder.n_past), self._reuse_chunk)
+                if ready > best_n and self._gives(holder, ready):
+                    best, best_n = holder, ready
+                if n > ready and holder.prefill_started and holder.prefilling:
+                    coming = max(coming, n)
+            if best is not None:
+                self._borrow(seq, best, best_n)
+            if coming > best_n:
+                waiting.add(seq)
+        return waiting
 
     def _restore(self, seq_id: int, entry: CachedPrefix, reused: int) -> int:
         """Load ``entry`` into ``seq_id`` and keep its first ``reused`` positions; 0 when the
@@ -552,6 +597,7 @@ class LlamaCppEngine:
     # One step ---------------------------------------------------------------------------
     def _fill_batch(self) -> list[Sequence]:
         """Next token of every decoding sequence first, then prompt chunks, oldest first."""
+        waiting = self._borrow_late() if self._cache.max_entries else set()
         batch = self._batch
         n = 0
         with_logits: list[Sequence] = []
@@ -559,8 +605,8 @@ class LlamaCppEngine:
         for seq in sorted(self._sched.running, key=lambda s: s.order):
             if n >= self.batch_size or budget_kv <= 0:
                 break
-            if seq.pending is not None:
-                continue  # its next token is still being sampled
+            if seq.pending is not None or seq in waiting:
+                continue  # its next token is still being sampled, or its prefix computed
             # A prompt chunk ends where a cold prefill's would (a multiple of the batch
             # size), so that one computed after a reused prefix is the same chunk.
             chunk_end = seq.n_past - seq.n_past % self.batch_size + self.batch_size
@@ -574,6 +620,7 @@ class LlamaCppEngine:
                 batch.logits[n] = False
                 n += 1
             seq.n_past += take
+            seq.prefill_started |= take > 0
             budget_kv -= take
             if take and not seq.prefilling:
                 batch.logits[n - 1] = True
@@ -597,6 +644,7 @@ class LlamaCppEngine:
             while seq.next_image < len(images) and images[seq.next_image].offset == seq.n_past:
                 image = images[seq.next_image]
                 try:
+                    seq.prefill_started = True
                     seq.n_past = self._vision.eval_image(
                         self._ctx, image, seq.seq_id, seq.n_past, self.batch_size
                     )

@@ -252,6 +252,9 @@ class Sequence:
     # Where its prefill reaches a prefix shared with a cache entry that could not give it
     # (a sliding-window model's): the prefix is saved there, for the next request.
     checkpoint_at: int = 0
+    # Whether it has computed part of its prompt since it was admitted; until then it may
+    # still borrow a prefix another sequence computed meanwhile.
+    prefill_started: bool = False
     # A token being sampled off the decode thread (grammar-constrained), and its logits.
     pending: Future | None = None
     pending_logits: np.ndarray | None = None
