@@ -56,6 +56,22 @@ class _EngineCollector(Collector):
             "Upstream replicas passing health checks",
             labels=["model"],
         )
+        # vLLM's prefix_cache_queries and prefix_cache_hits: their ratio is the hit rate.
+        queries = CounterMetricFamily(
+            "modelhub_engine_prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache (embedded engine)",
+            labels=["model"],
+        )
+        hits = CounterMetricFamily(
+            "modelhub_engine_prefix_cache_hits",
+            "Prompt tokens whose KV the prefix cache gave instead of computing it",
+            labels=["model"],
+        )
+        cached = GaugeMetricFamily(
+            "modelhub_engine_prefix_cache_bytes",
+            "Host memory the prefix cache's entries take",
+            labels=["model"],
+        )
         for model, stats in self._engines().items():
             queued.add_metric([model], stats.queued)
             running.add_metric([model], stats.running)
@@ -64,7 +80,11 @@ class _EngineCollector(Collector):
                 kv.add_metric([model], stats.kv_cache_usage)
             if stats.healthy_replicas is not None:
                 healthy.add_metric([model], stats.healthy_replicas)
-        yield from (queued, running, kv, preemptions, healthy)
+            if "prefix_cache_queries_tokens" in stats.extra:
+                queries.add_metric([model], stats.extra["prefix_cache_queries_tokens"])
+                hits.add_metric([model], stats.extra["prefix_cache_hits_tokens"])
+                cached.add_metric([model], stats.extra["prefix_cache_bytes"])
+        yield from (queued, running, kv, preemptions, healthy, queries, hits, cached)
 
 
 class Metrics:

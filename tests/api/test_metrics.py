@@ -60,3 +60,24 @@ def test_latency_queue_time_kv_cache_and_preemptions(http):
         )
         >= 1
     )
+
+
+def test_prefix_cache_queries_hits_and_bytes(http):
+    # A prompt over one prefill chunk (256 tokens), so its repeat reuses whole chunks.
+    long_question = [{"role": "user", "content": "Tell me about rivers. " * 120}]
+    body = {"model": DEMO_MODEL, "messages": long_question, "max_tokens": 2}
+    model = f'model="{DEMO_MODEL}"'
+    assert http.post("/v1/chat/completions", json=body).status_code == 200
+    before = http.get("/metrics").text
+    r = http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200
+    after = http.get("/metrics").text
+
+    def grew(name: str) -> float:
+        pattern = rf"{name}\{{{model}\}}"
+        return _value(after, pattern) - _value(before, pattern)
+
+    prompt = r.json()["usage"]["prompt_tokens"]
+    assert grew("modelhub_engine_prefix_cache_queries_total") == prompt
+    assert 256 <= grew("modelhub_engine_prefix_cache_hits_total") < prompt
+    assert _value(after, rf"modelhub_engine_prefix_cache_bytes\{{{model}\}}") > 0
