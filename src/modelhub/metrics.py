@@ -28,6 +28,10 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 
 
+def _per_model(family: type, name: str, documentation: str):
+    return family(name, documentation, labels=["model"])
+
+
 class _EngineCollector(Collector):
     """Engine figures read from the engines at scrape time."""
 
@@ -35,42 +39,42 @@ class _EngineCollector(Collector):
         self._engines = engines
 
     def collect(self):
-        queued = GaugeMetricFamily(
-            "modelhub_engine_queue_depth", "Requests waiting for an engine slot", labels=["model"]
+        queued = _per_model(
+            GaugeMetricFamily, "modelhub_engine_queue_depth", "Requests waiting for an engine slot"
         )
-        running = GaugeMetricFamily(
-            "modelhub_engine_running_sequences", "Sequences in the running batch", labels=["model"]
+        running = _per_model(
+            GaugeMetricFamily, "modelhub_engine_running_sequences", "Sequences in the running batch"
         )
-        kv = GaugeMetricFamily(
+        kv = _per_model(
+            GaugeMetricFamily,
             "modelhub_engine_kv_cache_usage_ratio",
             "Share of the KV cache in use (embedded engine), 0 to 1",
-            labels=["model"],
         )
-        preemptions = CounterMetricFamily(
+        preemptions = _per_model(
+            CounterMetricFamily,
             "modelhub_engine_preemptions",
             "Sequences preempted (KV cache full) and recomputed later",
-            labels=["model"],
         )
-        healthy = GaugeMetricFamily(
+        healthy = _per_model(
+            GaugeMetricFamily,
             "modelhub_engine_healthy_replicas",
             "Upstream replicas passing health checks",
-            labels=["model"],
         )
         # vLLM's prefix_cache_queries and prefix_cache_hits: their ratio is the hit rate.
-        queries = CounterMetricFamily(
+        queries = _per_model(
+            CounterMetricFamily,
             "modelhub_engine_prefix_cache_queries",
             "Prompt tokens looked up in the prefix cache (embedded engine)",
-            labels=["model"],
         )
-        hits = CounterMetricFamily(
+        hits = _per_model(
+            CounterMetricFamily,
             "modelhub_engine_prefix_cache_hits",
             "Prompt tokens whose KV the prefix cache gave instead of computing it",
-            labels=["model"],
         )
-        cached = GaugeMetricFamily(
+        cached = _per_model(
+            GaugeMetricFamily,
             "modelhub_engine_prefix_cache_bytes",
             "Host memory the prefix cache's entries take",
-            labels=["model"],
         )
         for model, stats in self._engines().items():
             queued.add_metric([model], stats.queued)

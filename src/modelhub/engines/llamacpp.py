@@ -508,7 +508,8 @@ class LlamaCppEngine:
             keys = seq.cache_keys(len(seq.history))
             best, best_n, coming = None, seq.n_past, 0
             for holder in running:
-                if holder is seq:
+                # A decoding holder holds all it will: past ``best_n`` or of no use.
+                if holder is seq or (not holder.prefilling and holder.n_past <= best_n):
                     continue
                 n = self._shared_prefix(seq, keys, holder.cache_keys(len(holder.history)))
                 if n <= best_n:
@@ -541,14 +542,15 @@ class LlamaCppEngine:
         if end <= 0:
             return
         llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, end, -1)
+        keys = seq.cache_keys(end)
+        min_reuse = 0 if self._n_swa == 0 or end <= self._n_swa else end
         size = llama_cpp.llama_state_seq_get_size(self._ctx, seq.seq_id)
+        if not self._cache.wants(keys, min_reuse, size):
+            return
         state = bytearray(size)
         buffer = (ctypes.c_uint8 * size).from_buffer(state)
-        if llama_cpp.llama_state_seq_get_data(self._ctx, buffer, size, seq.seq_id) != size:
-            return
-        whole = self._n_swa == 0 or end <= self._n_swa
-        entry = CachedPrefix(seq.cache_keys(end), state, min_reuse=0 if whole else end)
-        self._cache.add(entry)
+        if llama_cpp.llama_state_seq_get_data(self._ctx, buffer, size, seq.seq_id) == size:
+            self._cache.add(CachedPrefix(keys, state, min_reuse))
 
     def _vacate(self, seq: Sequence, end: int) -> None:
         """Take the sequence out of its slot, keeping its first ``end`` positions as a cache

@@ -135,12 +135,13 @@ class CachedPrefix:
     def serves(self, n: int) -> bool:
         return self.min_reuse <= n <= self.n_past
 
-    def covers(self, other: CachedPrefix) -> bool:
-        """Whether every prefix ``other`` gives, this entry gives too."""
+    def covers(self, keys: np.ndarray, min_reuse: int) -> bool:
+        """Whether every prefix an entry of ``keys`` from ``min_reuse`` on gives, this
+        entry gives too."""
         return (
-            other.n_past <= self.n_past
-            and self.min_reuse <= other.min_reuse
-            and common_prefix(self.keys, other.keys) == other.n_past
+            len(keys) <= self.n_past
+            and self.min_reuse <= min_reuse
+            and common_prefix(self.keys, keys) == len(keys)
         )
 
 
@@ -157,19 +158,24 @@ class PrefixCache:
         return len(self._entries)
 
     def __iter__(self):
-        return iter(list(self._entries))
+        return iter(self._entries)
 
-    def add(self, entry: CachedPrefix) -> bool:
-        """Keep ``entry`` unless an entry kept already gives all it would, or it is larger
-        than the budget; entries it makes redundant go, then the least recently used past
-        the limits. Returns whether it was kept."""
+    def wants(self, keys: np.ndarray, min_reuse: int, nbytes: int) -> bool:
+        """Whether an entry would be kept: not when one kept already gives all it would
+        (that one counts as used) or when it is larger than the budget. Asked before the
+        engine copies a state, so a repeated prompt costs no copy."""
         for kept in self._entries:
-            if kept.covers(entry):
+            if kept.covers(keys, min_reuse):
                 self.touch(kept)
                 return False
-        if entry.nbytes > self.max_bytes:
+        return nbytes <= self.max_bytes
+
+    def add(self, entry: CachedPrefix) -> bool:
+        """Keep ``entry`` if ``wants`` it; entries it makes redundant go, then the least
+        recently used past the limits. Returns whether it was kept."""
+        if not self.wants(entry.keys, entry.min_reuse, entry.nbytes):
             return False
-        for redundant in [e for e in self._entries if entry.covers(e)]:
+        for redundant in [e for e in self._entries if entry.covers(e.keys, e.min_reuse)]:
             self._remove(redundant)
         self._entries.append(entry)
         self.nbytes += entry.nbytes
