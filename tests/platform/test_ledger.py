@@ -76,6 +76,44 @@ async def test_rows_land_in_batches_off_the_request_path(tmp_path, database_url)
         await platform.close()
 
 
+async def test_a_flush_under_steady_traffic_ends_and_loses_nothing(tmp_path, database_url):
+    platform = await Platform.open(
+        platform_settings(tmp_path, database_url=database_url, ledger_flush_interval_s=3600)
+    )
+    recorded = 0
+    stop = asyncio.Event()
+
+    async def traffic() -> None:
+        # One request ending after another, as a busy gateway's do: each row lands in the
+        # pending list while the flush is writing the ones before it.
+        nonlocal recorded
+        while not stop.is_set():
+            await platform.record(row(f"chatcmpl-{recorded}", who))
+            recorded += 1
+
+    try:
+        who = await principal(platform)
+        producer = asyncio.create_task(traffic())
+        await eventually(lambda: _at_least(lambda: recorded, 20))
+        # A flush writes what was pending when it began (the rows recorded so far, and
+        # perhaps the one on its way); one that chased the rows arriving meanwhile would
+        # last as long as the traffic, a transaction for every few rows.
+        pending = recorded
+        await platform.flush()
+        assert (await rows_in(platform))[0] <= pending + 1 < recorded
+        stop.set()
+        await producer
+        await platform.flush()
+        assert (await rows_in(platform))[0] == recorded
+    finally:
+        stop.set()
+        await platform.close()
+
+
+async def _at_least(value, minimum: int) -> bool:
+    return value() >= minimum
+
+
 async def _equals(awaitable, expected) -> bool:
     return await awaitable == expected
 

@@ -201,8 +201,8 @@ class Ledger:
             self._wake.set()
 
     async def flush(self) -> None:
-        """Write the backlog, then every pending row; what fails is read back from the
-        journal later."""
+        """Write the backlog, then the rows pending when the flush began; what fails is
+        read back from the journal later."""
         async with self._lock:
             if not await self._replay_backlog():
                 return self._spill()
@@ -210,14 +210,19 @@ class Ledger:
                 self.journal.rotate()  # so the dirty segment is closed, and can be replayed
                 if not await self._replay_backlog():
                     return self._spill()
-            while self._pending:
-                batch = self._pending[: self._batch_size]
+            # Only the rows pending now: rows that finish while a batch is being written
+            # wait for the next flush. Chasing them kept a flush going for as long as
+            # traffic lasted, one transaction per one to three rows (0.4 ms of CPU a request).
+            owed = len(self._pending)
+            while owed:
+                batch = self._pending[: min(owed, self._batch_size)]
                 try:
                     await self._insert([row for _, row in batch])
                 except Exception as error:  # noqa: BLE001 - the journal has them
                     self._outage(error)
                     return self._spill()
                 del self._pending[: len(batch)]
+                owed -= len(batch)
                 for segment, _ in batch:
                     if segment is not None:
                         segment.unflushed -= 1
