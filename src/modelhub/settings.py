@@ -162,9 +162,10 @@ class Settings(BaseSettings):
     engine_batch: int = Field(
         default=256,
         ge=32,
-        description="max tokens per decode call, and the prefill chunk: a cached prefix is "
-        "reused in whole chunks (measured: 2,048-token prefill at 603 tok/s with 256, 593 with "
-        "512, 505 with 128)",
+        description="max tokens per decode call, and the longest prefill chunk (chunks also "
+        "end at turn boundaries, once 32 tokens long); a cached prefix is reused in whole "
+        "chunks (measured: 2,048-token prefill at 603 tok/s with 256, 593 with 512, 505 with "
+        "128)",
     )
     engine_max_running_per_contract: int | None = Field(
         default=None,

@@ -244,6 +244,27 @@ async def test_a_greedy_output_run_alone_does_not_depend_on_what_the_cache_holds
     assert cached.stats().extra["prefix_cache_entries"] > 0
 
 
+async def test_a_follow_up_turn_reuses_up_to_the_turn_boundary_with_the_same_output(
+    engine_factory,
+):
+    system = SYSTEM[:1400]  # about 350 tokens: the turn ends well past a 256-token chunk
+    turn = f"{system}\n\nUser: What is the capital of France?\n\nAssistant:"
+    follow_up = f"{turn} Paris.\n\nUser: And the capital of Spain?\n\nAssistant:"
+    cold = await engine_factory(cache_entries=0, threads=2)
+    cached = await engine_factory(threads=2)
+    expected = await _generate(cold, follow_up, max_tokens=40)
+    await _generate(cached, turn, max_tokens=40)
+    await _until_idle(cached)
+    assert await _generate(cached, follow_up, max_tokens=40) == expected
+    # A prefill chunk ends after the blank line that closes the system prompt, so the
+    # follow-up reuses all of it: more than whole 256-token chunks would give.
+    ids = cached.tokenizer.encode(turn, add_bos=True)
+    closed = cached.tokenizer.encode(f"{system}\n\n", add_bos=True)
+    assert ids[: len(closed)] == closed
+    reused = cached.stats().extra["prefix_cache_hits_tokens"]
+    assert reused >= len(closed) > _reusable(len(ids) - 1)
+
+
 async def test_inexact_reuse_borrows_the_whole_shared_prompt(engine_factory):
     engine = await engine_factory(exact_reuse=False)
     await _generate(engine, ASK_FRANCE, max_tokens=8)
@@ -343,4 +364,5 @@ async def test_an_image_prefix_is_reused_only_for_the_same_pixels(engine_factory
     [image] = prompt.images
     assert reused >= image.offset + image.n_tokens  # through the image, into the text
     reused, _ = await ask((0, 0, 200), "What colour is this?")
-    assert reused == _reusable(image.offset)  # the same ids up to the image, other pixels
+    # The same ids up to the image, other pixels: a prefill chunk ends where an image starts.
+    assert reused == image.offset > 0

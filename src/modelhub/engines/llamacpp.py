@@ -20,14 +20,15 @@ request restores the longest prefix an entry holds, or borrows it from a running
 most ``cache_entries`` entries within ``cache_bytes``, least recently used first. A request
 run alone therefore finds the KV cache as a cold run would, with its prefix in the same
 cells; with ``exact_reuse`` the prefix also ends where a cold prefill's chunk starts
-(``Sequence.reuse_point``), so its greedy output is the same with and without the cache,
-at the price of up to a chunk recomputed. A sliding-window model's saved state keeps only
-the window before its end, so an entry gives just its whole length: a finished sequence
-is saved cut at the point a follow-up turn reuses, and a prompt that shares a prefix with
-an earlier one that could not give it is saved there too, on the way (a checkpoint, as
-llama-server keeps for such models). Measured on the demo model (one thread, busy
-machine): a 2,741-token system prompt took 60 s to the first token cold, 0.34-0.53 s once
-cached.
+(``Sequence.reuse_point``), so its greedy output is the same with and without the cache.
+Chunks end at turn boundaries as well as every ``batch`` tokens (``prefill_chunks``), so
+a follow-up turn recomputes little of what it shares. A sliding-window model's saved state
+keeps only the window before its end, so an entry gives just its whole length: a finished
+sequence is saved cut at the point a follow-up turn reuses, and a prompt that shares a
+prefix with an earlier one that could not give it is saved there too, on the way (a
+checkpoint, as llama-server keeps for such models). Measured on the demo model (one
+thread, busy machine): a 2,741-token system prompt took 60 s to the first token cold,
+0.34-0.53 s once cached.
 
 Grammars. A request's grammar is compiled in a worker thread before it is queued (one
 that does not compile is refused then), and a constrained sequence's token is sampled in
@@ -63,6 +64,7 @@ import numpy as np
 from modelhub.engines.base import EngineEvent, EngineStats, FinishEvent, GenerationJob
 from modelhub.engines.llamacpp_sequence import Outbox, PieceDecoder, SamplerChain, Sequence
 from modelhub.engines.llamacpp_vision import ImageKVFullError, VisionEncoder, VisionEncoderError
+from modelhub.engines.prefill_chunks import Chunking, break_tokens
 from modelhub.engines.prefix_cache import (
     CachedPrefix,
     KVHolder,
@@ -184,7 +186,8 @@ class LlamaCppEngine:
             raise ValueError(f"slots must be at most {_MAX_SEQ} (llama.cpp)")
         # Finished sequences' KV, in host memory (0 entries: no cache).
         self._cache = PrefixCache(max_entries=cache_entries, max_bytes=cache_bytes)
-        self._reuse_chunk = batch if exact_reuse else None
+        self._exact = exact_reuse
+        self._chunking: Chunking | None = None  # once the vocabulary is loaded
         self._free_ids: list[int] = list(range(slots))
         # Grammar-constrained sampling runs here, so one grammar cannot stall the batch.
         self._samplers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llamacpp-sample")
@@ -229,6 +232,14 @@ class LlamaCppEngine:
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._n_swa = llama_cpp.llama_model_n_swa(self._model)
         self._batch = llama_cpp.llama_batch_init(self.batch_size, 0, 1)
+        pieces = PieceDecoder(self._vocab)
+        breaks = break_tokens(
+            self._n_vocab,
+            lambda token: bool(llama_cpp.llama_vocab_is_control(self._vocab, token)),
+            pieces.piece_bytes,
+            llama_cpp.llama_vocab_bos(self._vocab),
+        )
+        self._chunking = Chunking(breaks, self.batch_size)
         if self.mmproj is not None:
             self._vision = VisionEncoder(self.mmproj, self._model, cparams.n_threads)
         self.tokenizer = LlamaTokenizer(self._vocab)
@@ -348,6 +359,8 @@ class LlamaCppEngine:
             job=job,
             loop=loop,
             keys=prompt_keys(job.prompt.token_ids, images),
+            chunking=self._chunking,
+            exact=self._exact,
             sampler=sampler,
             decoder=PieceDecoder(self._vocab),
             outbox=self._outbox,
@@ -459,7 +472,7 @@ class LlamaCppEngine:
         would reuse."""
         # The prompt's last token is decoded again, for its logits.
         n = min(common_prefix(held, keys), len(keys) - 1)
-        return seq.reuse_point(n, self._reuse_chunk)
+        return seq.reuse_point(n)
 
     def _gives(self, source: KVHolder | CachedPrefix, n: int) -> bool:
         if isinstance(source, CachedPrefix):
@@ -514,7 +527,7 @@ class LlamaCppEngine:
                 n = self._shared_prefix(seq, keys, holder.cache_keys(len(holder.history)))
                 if n <= best_n:
                     continue
-                ready = seq.reuse_point(min(n, holder.n_past), self._reuse_chunk)
+                ready = seq.reuse_point(min(n, holder.n_past))
                 if ready > best_n and self._gives(holder, ready):
                     best, best_n = holder, ready
                 if n > ready and holder.prefill_started and holder.prefilling:
@@ -568,7 +581,7 @@ class LlamaCppEngine:
         """Where ``seq``'s cache entry ends: all it holds, or, on a sliding-window model
         (whose entry gives only its whole length), where a request sharing its first
         ``follow_up`` positions takes the prefix up."""
-        return seq.reuse_point(follow_up, self._reuse_chunk) if self._n_swa else seq.n_past
+        return seq.reuse_point(follow_up) if self._n_swa else seq.n_past
 
     def _finish(self, seq: Sequence) -> None:
         # What a follow-up turn surely shares is the prompt (the client's copy of the answer
@@ -609,10 +622,9 @@ class LlamaCppEngine:
                 break
             if seq.pending is not None or seq in waiting:
                 continue  # its next token is still being sampled, or its prefix computed
-            # A prompt chunk ends where a cold prefill's would (a multiple of the batch
-            # size), so that one computed after a reused prefix is the same chunk.
-            chunk_end = seq.n_past - seq.n_past % self.batch_size + self.batch_size
-            take = min(self._prefill_end(seq), chunk_end) - seq.n_past
+            # A prompt chunk ends where a cold prefill's would, so that one computed after
+            # a reused prefix is the same chunk.
+            take = min(self._prefill_end(seq), seq.chunk_end(seq.n_past)) - seq.n_past
             take = min(take, self.batch_size - n, budget_kv)
             for i in range(take):
                 batch.token[n] = seq.history[seq.n_past + i]

@@ -21,6 +21,7 @@ import llama_cpp
 import numpy as np
 
 from modelhub.engines.base import FinishEvent, GenerationJob, SamplingParams, TokenEvent
+from modelhub.engines.prefill_chunks import Chunking
 
 __all__ = ["Outbox", "PieceDecoder", "SamplerChain", "Sequence"]
 
@@ -231,6 +232,8 @@ class Sequence:
     job: GenerationJob
     loop: asyncio.AbstractEventLoop
     keys: np.ndarray  # the prompt's prefix-cache keys (``prefix_cache.prompt_keys``)
+    chunking: Chunking  # where a cold prefill of its history starts each chunk
+    exact: bool  # reuse cached prefixes only up to such a start
     sampler: SamplerChain | None
     decoder: PieceDecoder
     outbox: Outbox  # the engine's; flushed after every step
@@ -255,6 +258,8 @@ class Sequence:
     # Whether it has computed part of its prompt since it was admitted; until then it may
     # still borrow a prefix another sequence computed meanwhile.
     prefill_started: bool = False
+    # ``chunking.starts`` of the history, and the history's length then.
+    _starts: tuple[int, np.ndarray] = (-1, np.zeros(0, dtype=np.int64))
     # A token being sampled off the decode thread (grammar-constrained), and its logits.
     pending: Future | None = None
     pending_logits: np.ndarray | None = None
@@ -282,28 +287,33 @@ class Sequence:
             return self.keys[:n]
         return np.concatenate([self.keys, np.asarray(self.history[prompt:n], dtype=np.int64)])
 
-    def reuse_point(self, n: int, chunk: int | None) -> int:
+    def chunk_starts(self) -> np.ndarray:
+        """Where a cold prefill of the history starts each chunk (``prefill_chunks``); the
+        history grows only when a preempted sequence takes its generated tokens along."""
+        if self._starts[0] != len(self.history):
+            starts = self.chunking.starts(self.history, self.job.prompt.images)
+            self._starts = (len(self.history), starts)
+        return self._starts[1]
+
+    def chunk_end(self, n: int) -> int:
+        """Where the prefill chunk holding position ``n`` ends."""
+        starts = self.chunk_starts()
+        i = int(np.searchsorted(starts, n, side="right"))
+        return int(starts[i]) if i < len(starts) else len(self.history)
+
+    def reuse_point(self, n: int) -> int:
         """How much of a cached prefix ``n`` positions long this sequence reuses: never part
-        of an image, and with ``chunk`` (exact reuse) only up to the start of the prefill
-        chunk it would cut. A cold prefill computes chunks that start at multiples of
-        ``chunk`` and end before and after each image (``_fill_batch``), and llama.cpp's
-        CPU kernels give a row a result that depends on the chunk it is computed in (its
-        size picks the kernel, its place the row block). Reusing whole chunks only, and
-        computing the rest in the same chunks, keeps a greedy output the same with and
-        without the cache; reusing up to ``n`` flipped near-tied choices on the demo model
-        (as llama-server's ``cache_prompt`` warns it may)."""
-        images = self.job.prompt.images
-        if chunk is None:
+        of an image, and when ``exact``, only up to the start of the prefill chunk it would
+        cut. Reusing whole chunks only, and computing the rest in the same chunks as a cold
+        prefill, keeps a greedy output the same with and without the cache; reusing up to
+        ``n`` flipped near-tied choices on the demo model (as llama-server's
+        ``cache_prompt`` warns it may)."""
+        if not self.exact:
+            images = self.job.prompt.images
             inside = (im.offset for im in images if im.offset < n < im.offset + im.n_tokens)
             return next(inside, n)
-        start = n - n % chunk
-        for image in images:
-            end = image.offset + image.n_tokens
-            if end <= n:
-                start = max(start, end)
-            elif image.offset < n:  # the prefix holds the image's start: cut there
-                start = max(start, image.offset)
-        return start
+        starts = self.chunk_starts()
+        return int(starts[int(np.searchsorted(starts, n, side="right")) - 1])
 
     # Loop side -----------------------------------------------------------------------
     def cancel(self) -> None:
