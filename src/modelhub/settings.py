@@ -180,8 +180,9 @@ class Settings(BaseSettings):
     )
     engine_prefix_cache_exact: bool = Field(
         default=True,
-        description="reuse a cached prefix in whole prefill chunks, so a greedy or seeded "
-        "output is the same with and without the cache; false reuses all of it, as "
+        description="reuse a cached prefix in whole prefill chunks and never another "
+        "request's decoded answer, so a greedy or seeded output is the same with and "
+        "without the cache; false reuses all of it, as "
         "llama-server does (less recomputed, but near-tied choices may come out otherwise)",
     )
     engine_prefix_cache_entries: int = Field(

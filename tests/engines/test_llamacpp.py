@@ -265,6 +265,28 @@ async def test_a_follow_up_turn_reuses_up_to_the_turn_boundary_with_the_same_out
     assert reused >= len(closed) > _reusable(len(ids) - 1)
 
 
+async def test_exact_reuse_takes_no_part_of_an_answer_decoded_for_another_request(
+    engine_factory, tiny
+):
+    """A model without a sliding window keeps a finished request's answer in its entry.
+    Decoded a token at a time, that KV is not what a cold prefill computes, so a follow-up
+    that repeats the answer reuses only the prompt."""
+    gguf, _, _ = tiny
+    engine = await engine_factory(gguf)
+    greedy = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+    # 240 tokens of plain text: a cold prefill of the follow-up starts its second chunk at
+    # 256, inside the answer.
+    prompt = engine.tokenizer.encode(SYSTEM, add_bos=True)[:240]
+    first = GenerationJob("t", EncodedPrompt(prompt), greedy)
+    answer = [e.token_id async for e in engine.generate(first) if isinstance(e, TokenEvent)]
+    await _until_idle(engine)
+    follow_up = prompt + answer + engine.tokenizer.encode(" And then?", add_bos=False)
+    job = GenerationJob("t", EncodedPrompt(follow_up), greedy)
+    assert [e async for e in engine.generate(job) if isinstance(e, FinishEvent)]
+    assert len(answer) == 40
+    assert engine.stats().extra["prefix_cache_hits_tokens"] <= len(prompt)
+
+
 async def test_inexact_reuse_borrows_the_whole_shared_prompt(engine_factory):
     engine = await engine_factory(exact_reuse=False)
     await _generate(engine, ASK_FRANCE, max_tokens=8)

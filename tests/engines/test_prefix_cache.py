@@ -68,8 +68,12 @@ def test_borrowing_a_borrower_chains_its_segments():
     assert distinct_cells([root, mid, leaf]) == 90 + 10
 
 
-def _entry(keys: list[int], nbytes: int = 10, min_reuse: int = 0) -> CachedPrefix:
-    return CachedPrefix(np.asarray(keys, np.int64), bytearray(nbytes), min_reuse)
+def _entry(
+    keys: list[int], nbytes: int = 10, min_reuse: int = 0, prefilled: int | None = None, owner=0
+) -> CachedPrefix:
+    ids = np.asarray(keys, np.int64)
+    prefilled = len(keys) if prefilled is None else prefilled
+    return CachedPrefix(ids, bytearray(nbytes), min_reuse, prefilled, owner)
 
 
 def _kept(cache: PrefixCache) -> list[list[int]]:
@@ -105,3 +109,15 @@ def test_a_sliding_window_entry_gives_only_its_whole_length():
     cache.add(whole)  # does not replace it: it cannot give the first two positions alone
     assert _kept(cache) == [[1, 2], [1, 2, 3, 4]]
     assert not cache.add(_entry([1, 2, 3, 4], min_reuse=4))
+
+
+def test_an_answer_is_kept_for_its_own_request_until_another_entry_gives_it_whole():
+    cache = PrefixCache(max_entries=8, max_bytes=1000)
+    # A preempted request's entry: 3 prompt positions, then 2 it decoded itself.
+    assert cache.add(_entry([1, 2, 3, 4, 5], prefilled=3, owner=1))
+    # Another request with the same ids gives the request 1 only its prefilled part.
+    assert cache.add(_entry([1, 2, 3, 4, 5], prefilled=3, owner=2))
+    assert len(cache) == 2
+    # One that prefilled all five gives everyone everything: both go.
+    assert cache.add(_entry([1, 2, 3, 4, 5, 6], prefilled=6, owner=3))
+    assert _kept(cache) == [[1, 2, 3, 4, 5, 6]]

@@ -20,7 +20,8 @@ request restores the longest prefix an entry holds, or borrows it from a running
 most ``cache_entries`` entries within ``cache_bytes``, least recently used first. A request
 run alone therefore finds the KV cache as a cold run would, with its prefix in the same
 cells; with ``exact_reuse`` the prefix also ends where a cold prefill's chunk starts
-(``Sequence.reuse_point``), so its greedy output is the same with and without the cache.
+(``Sequence.reuse_point``) and holds no answer decoded for another request (``_usable``),
+so its greedy output is the same with and without the cache.
 Chunks end at turn boundaries as well as every ``batch`` tokens (``prefill_chunks``), so
 a follow-up turn recomputes little of what it shares. A sliding-window model's saved state
 keeps only the window before its end, so an entry gives just its whole length: a finished
@@ -459,13 +460,21 @@ class LlamaCppEngine:
         best: tuple[KVHolder | CachedPrefix | None, int] = (None, 0)
         shared = 0
         for source in [*self._cache, *self._sched.running]:
-            n = self._shared_prefix(seq, keys, source.cache_keys(source.n_past))
+            n = self._shared_prefix(seq, keys, source.cache_keys(self._usable(seq, source)))
             shared = max(shared, n)
             if n > best[1] and self._gives(source, n):
                 best = (source, n)
         if self._n_swa and shared > best[1]:
             seq.checkpoint_at = shared
         return best
+
+    def _usable(self, seq: Sequence, source: Sequence | CachedPrefix) -> int:
+        """How many of ``source``'s positions ``seq`` may take. With exact reuse, another
+        request's answer is not among them: decoded one token at a time, its KV is not
+        what a cold prefill computes (a preempted sequence takes back its own, as it was)."""
+        if isinstance(source, CachedPrefix) and source.owner == seq.order:
+            return source.n_past
+        return source.prefilled if self._exact else source.n_past
 
     def _shared_prefix(self, seq: Sequence, keys: np.ndarray, held: np.ndarray) -> int:
         """How much of a prefix whose keys are ``held`` ``seq`` (whose keys are ``keys``)
@@ -524,7 +533,9 @@ class LlamaCppEngine:
                 # A decoding holder holds all it will: past ``best_n`` or of no use.
                 if holder is seq or (not holder.prefilling and holder.n_past <= best_n):
                     continue
-                n = self._shared_prefix(seq, keys, holder.cache_keys(len(holder.history)))
+                # Not n_past: the prefix it is still computing counts too.
+                usable = len(holder.job.prompt.token_ids) if self._exact else len(holder.history)
+                n = self._shared_prefix(seq, keys, holder.cache_keys(usable))
                 if n <= best_n:
                     continue
                 ready = seq.reuse_point(min(n, holder.n_past))
@@ -555,15 +566,16 @@ class LlamaCppEngine:
         if end <= 0:
             return
         llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, end, -1)
-        keys = seq.cache_keys(end)
         min_reuse = 0 if self._n_swa == 0 or end <= self._n_swa else end
+        prefilled = min(end, seq.prefilled) if self._exact else end
+        entry = CachedPrefix(seq.cache_keys(end), bytearray(), min_reuse, prefilled, seq.order)
         size = llama_cpp.llama_state_seq_get_size(self._ctx, seq.seq_id)
-        if not self._cache.wants(keys, min_reuse, size):
+        if not self._cache.wants(entry, size):
             return
-        state = bytearray(size)
-        buffer = (ctypes.c_uint8 * size).from_buffer(state)
+        entry.state = bytearray(size)
+        buffer = (ctypes.c_uint8 * size).from_buffer(entry.state)
         if llama_cpp.llama_state_seq_get_data(self._ctx, buffer, size, seq.seq_id) == size:
-            self._cache.add(CachedPrefix(keys, state, min_reuse))
+            self._cache.add(entry)
 
     def _vacate(self, seq: Sequence, end: int) -> None:
         """Take the sequence out of its slot, keeping its first ``end`` positions as a cache

@@ -287,6 +287,12 @@ class Sequence:
             return self.keys[:n]
         return np.concatenate([self.keys, np.asarray(self.history[prompt:n], dtype=np.int64)])
 
+    @property
+    def prefilled(self) -> int:
+        """Positions of its KV computed by a prefill: its prompt's (the rest is its answer,
+        decoded one token at a time)."""
+        return min(self.n_past, len(self.job.prompt.token_ids))
+
     def chunk_starts(self) -> np.ndarray:
         """Where a cold prefill of the history starts each chunk (``prefill_chunks``); the
         history grows only when a preempted sequence takes its generated tokens along."""

@@ -120,6 +120,11 @@ class CachedPrefix:
     keys: np.ndarray
     state: bytearray
     min_reuse: int
+    # What it gives a request other than ``owner`` (the ``Sequence.order`` of the sequence
+    # that saved it): with exact reuse, only the positions a prefill computed, not an
+    # answer decoded one token at a time (``LlamaCppEngine._usable``).
+    prefilled: int
+    owner: int
 
     @property
     def n_past(self) -> int:
@@ -135,13 +140,14 @@ class CachedPrefix:
     def serves(self, n: int) -> bool:
         return self.min_reuse <= n <= self.n_past
 
-    def covers(self, keys: np.ndarray, min_reuse: int) -> bool:
-        """Whether every prefix an entry of ``keys`` from ``min_reuse`` on gives, this
-        entry gives too."""
+    def covers(self, other: CachedPrefix) -> bool:
+        """Whether every prefix ``other`` gives anyone, this entry gives too."""
         return (
-            len(keys) <= self.n_past
-            and self.min_reuse <= min_reuse
-            and common_prefix(self.keys, keys) == len(keys)
+            other.n_past <= self.n_past
+            and self.min_reuse <= other.min_reuse
+            and self.prefilled >= other.prefilled
+            and (self.owner == other.owner or self.prefilled >= other.n_past)
+            and common_prefix(self.keys, other.keys) == other.n_past
         )
 
 
@@ -160,12 +166,12 @@ class PrefixCache:
     def __iter__(self):
         return iter(self._entries)
 
-    def wants(self, keys: np.ndarray, min_reuse: int, nbytes: int) -> bool:
-        """Whether an entry would be kept: not when one kept already gives all it would
-        (that one counts as used) or when it is larger than the budget. Asked before the
-        engine copies a state, so a repeated prompt costs no copy."""
+    def wants(self, entry: CachedPrefix, nbytes: int) -> bool:
+        """Whether ``entry`` would be kept with a state of ``nbytes``: not when one kept
+        already gives all it would (that one counts as used) or when it is larger than the
+        budget. Asked before the engine copies a state, so a repeated prompt costs no copy."""
         for kept in self._entries:
-            if kept.covers(keys, min_reuse):
+            if kept.covers(entry):
                 self.touch(kept)
                 return False
         return nbytes <= self.max_bytes
@@ -173,9 +179,9 @@ class PrefixCache:
     def add(self, entry: CachedPrefix) -> bool:
         """Keep ``entry`` if ``wants`` it; entries it makes redundant go, then the least
         recently used past the limits. Returns whether it was kept."""
-        if not self.wants(entry.keys, entry.min_reuse, entry.nbytes):
+        if not self.wants(entry, entry.nbytes):
             return False
-        for redundant in [e for e in self._entries if entry.covers(e.keys, e.min_reuse)]:
+        for redundant in [e for e in self._entries if entry.covers(e)]:
             self._remove(redundant)
         self._entries.append(entry)
         self.nbytes += entry.nbytes
