@@ -303,6 +303,10 @@ class Sequence:
 
     def chunk_end(self, n: int) -> int:
         """Where the prefill chunk holding position ``n`` ends."""
+        if n >= len(self.history) - 1:
+            # The last position (a decoding sequence's every step): no chunk starts after
+            # it, and its history has just grown, so the starts are not worth recomputing.
+            return len(self.history)
         starts = self.chunk_starts()
         i = int(np.searchsorted(starts, n, side="right"))
         return int(starts[i]) if i < len(starts) else len(self.history)
