@@ -265,6 +265,30 @@ async def test_a_follow_up_turn_reuses_up_to_the_turn_boundary_with_the_same_out
     assert reused >= len(closed) > _reusable(len(ids) - 1)
 
 
+async def test_a_chat_follow_up_reuses_up_to_its_turn_markup_with_the_same_output(
+    engine_factory,
+):
+    """A prompt in the model's turn markup is cut at the markup, not at each paragraph of
+    the document it holds, and its follow-up still reuses up to the turn it answers."""
+    document = "\n\n".join(SYSTEM[i : i + 200] for i in range(0, 1400, 200))
+    asked = f"<start_of_turn>user\n{document}<end_of_turn>"
+    turn = f"{asked}\n<start_of_turn>model\n"
+    follow_up = f"{turn}Paris.<end_of_turn>\n<start_of_turn>user\nAnd Spain?<end_of_turn>\n" + (
+        "<start_of_turn>model\n"
+    )
+    cold = await engine_factory(cache_entries=0, threads=2)
+    cached = await engine_factory(threads=2)
+    expected = await _generate(cold, follow_up, max_tokens=40)
+    await _generate(cached, turn, max_tokens=40)
+    await _until_idle(cached)
+    assert await _generate(cached, follow_up, max_tokens=40) == expected
+    ids = cached.tokenizer.encode(turn, add_bos=True)
+    closed = cached.tokenizer.encode(asked, add_bos=True)
+    assert ids[: len(closed)] == closed
+    reused = cached.stats().extra["prefix_cache_hits_tokens"]
+    assert reused >= len(closed) > _reusable(len(ids) - 1)
+
+
 async def test_exact_reuse_takes_no_part_of_an_answer_decoded_for_another_request(
     engine_factory, tiny
 ):

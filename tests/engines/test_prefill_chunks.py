@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelhub.engines.prefill_chunks import Chunking
+from modelhub.engines.prefill_chunks import PARAGRAPH, TURN, Chunking
 
-BREAK, WORD = 7, 1
+WORD, BREAK, MARKUP = 1, 7, 9  # a word, a blank line, a control token
 
 
 @dataclass(frozen=True)
@@ -18,13 +18,16 @@ class Span:  # what Chunking reads of a PromptImage
     n_tokens: int
 
 
-CHUNKING = Chunking(breaks=np.isin(np.arange(100), [BREAK]), size=64, min_size=8)
+KINDS = np.zeros(100, dtype=np.int8)
+KINDS[BREAK], KINDS[MARKUP] = PARAGRAPH, TURN
+CHUNKING = Chunking(kinds=KINDS, size=64, min_size=8)
 
 
 def _turns(rng: random.Random, n: int) -> list[int]:
     tokens = []
     while len(tokens) < n:
-        tokens += [WORD] * rng.randint(1, 90) + [BREAK] * rng.randint(1, 2)
+        end = [MARKUP] if rng.random() < 0.1 else [BREAK] * rng.randint(1, 2)
+        tokens += [WORD] * rng.randint(1, 90) + end
     return tokens[:n]
 
 
@@ -47,3 +50,13 @@ def test_chunks_end_after_breaks_and_never_inside_an_image():
     assert starts == [0, 21, 85, 100, 130, 194]
     assert all(not image.offset < s < image.offset + image.n_tokens for s in starts)
     assert all(b - a <= 64 for a, b in zip(starts, [*starts[1:], len(tokens)], strict=True))
+
+
+def test_a_prompt_in_turn_markup_is_cut_at_its_markup_not_at_its_paragraphs():
+    paragraphs = ([WORD] * 20 + [BREAK]) * 5
+    plain = CHUNKING.starts([WORD] * 3 + paragraphs, []).tolist()
+    marked = CHUNKING.starts([WORD, MARKUP, WORD] + paragraphs + [MARKUP] + [WORD] * 5, []).tolist()
+    # Plain text: after every blank line that closes 8 tokens or more. In markup (the
+    # first control token at 1, below min_size): 64-token chunks, then the turn's end.
+    assert plain == [0, 24, 45, 66, 87]
+    assert marked == [0, 64, 109]

@@ -65,7 +65,7 @@ import numpy as np
 from modelhub.engines.base import EngineEvent, EngineStats, FinishEvent, GenerationJob
 from modelhub.engines.llamacpp_sequence import Outbox, PieceDecoder, SamplerChain, Sequence
 from modelhub.engines.llamacpp_vision import ImageKVFullError, VisionEncoder, VisionEncoderError
-from modelhub.engines.prefill_chunks import Chunking, break_tokens
+from modelhub.engines.prefill_chunks import Chunking, break_kinds
 from modelhub.engines.prefix_cache import (
     CachedPrefix,
     KVHolder,
@@ -234,13 +234,13 @@ class LlamaCppEngine:
         self._n_swa = llama_cpp.llama_model_n_swa(self._model)
         self._batch = llama_cpp.llama_batch_init(self.batch_size, 0, 1)
         pieces = PieceDecoder(self._vocab)
-        breaks = break_tokens(
+        kinds = break_kinds(
             self._n_vocab,
             lambda token: bool(llama_cpp.llama_vocab_is_control(self._vocab, token)),
             pieces.piece_bytes,
             llama_cpp.llama_vocab_bos(self._vocab),
         )
-        self._chunking = Chunking(breaks, self.batch_size)
+        self._chunking = Chunking(kinds, self.batch_size)
         if self.mmproj is not None:
             self._vision = VisionEncoder(self.mmproj, self._model, cparams.n_threads)
         self.tokenizer = LlamaTokenizer(self._vocab)
