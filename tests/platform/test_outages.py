@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 
 import pytest
 
@@ -98,6 +99,11 @@ async def test_postgres_down_cached_keys_work_for_the_stale_ttl_unknown_keys_503
                 await platform.authenticate(f"Bearer {known}", None)
         finally:
             postgres.start()
+        # The known key's use during the outage waited, and is written once it is back.
+        for _ in range(3):  # a flush that meets a dead pooled connection keeps them
+            await platform.flush()
+        used = datetime.fromtimestamp(clock() - 300, UTC)
+        assert (await platform.store.list_keys("acme"))[0].last_used_at == used
         # The first lookups after the restart succeed (a dead pooled connection is retried).
         await platform.authenticate(f"Bearer {unknown}", None)
         await platform.authenticate(f"Bearer {known}", None)

@@ -14,6 +14,7 @@ from modelhub.errors import AuthenticationError, DatabaseUnavailableError, Permi
 from modelhub.platform import keys
 from modelhub.platform.contracts import ApiKey, Contract, ContractStore, Limits, Price
 from modelhub.platform.db import DB_UNREACHABLE
+from modelhub.platform.key_use import KeyUse
 
 __all__ = ["ANONYMOUS", "Authenticator", "Principal", "bearer_token", "check_model"]
 
@@ -22,7 +23,7 @@ T = TypeVar("T")
 # Seconds a client waits before retrying: about what a database restart or failover takes.
 _RETRY_AFTER = "5"
 
-# last_used_at is for people reading key lists: a write per request is not worth it.
+# last_used_at is for people reading key lists: a note per request is not worth it.
 _TOUCH_EVERY = timedelta(minutes=1)
 
 
@@ -104,7 +105,7 @@ class _KeyCache:
         return found
 
     def touched(self, secret: str, when: datetime) -> None:
-        """The key's last use as written, so that a cached entry does not ask again."""
+        """The key's last use as noted, so that a cached entry does not note it again."""
         digest = keys.hash_key(secret)
         hit = self._entries.get(digest)
         if hit is not None:
@@ -160,6 +161,7 @@ class Authenticator:
     def __init__(
         self,
         store: ContractStore,
+        uses: KeyUse,
         *,
         enabled: bool,
         clock: Callable[[], float],
@@ -167,6 +169,7 @@ class Authenticator:
         stale_ttl_s: float = 0.0,
     ):
         self._store = store
+        self._uses = uses
         self._enabled = enabled
         self._clock = clock
         self._cache = _KeyCache(cache_ttl_s, stale_ttl_s, clock)
@@ -194,12 +197,8 @@ class Authenticator:
         if model is not None:
             check_model(principal, model)
         if key.last_used_at is None or now - key.last_used_at >= _TOUCH_EVERY:
-            try:
-                await self._store.touch_key(key.id, now)
-            except DB_UNREACHABLE:
-                pass  # a display field: not worth failing a request the cache admitted
-            else:
-                self._cache.touched(secret, now)
+            self._uses.note(key.id, now)
+            self._cache.touched(secret, now)
         return principal
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -349,10 +349,19 @@ class ContractStore:
             found = await conn.execute(select(auth_revision.c.revision))
             return found.scalar() or 0
 
-    async def touch_key(self, key_id: int, when: datetime) -> None:
+    async def touch_keys(self, uses: Mapping[int, datetime]) -> None:
+        """Each key's last use, in one transaction; never earlier than one written already
+        (another gateway may have written a later use)."""
+        when = bindparam("used_at")
+        statement = (
+            update(api_keys)
+            .where(api_keys.c.id == bindparam("key_id"))
+            .where(or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < when))
+            .values(last_used_at=when)
+        )
         async with self._engine.begin() as conn:
             await conn.execute(
-                update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=to_db(when))
+                statement, [{"key_id": key, "used_at": to_db(at)} for key, at in uses.items()]
             )
 
     async def _key_by_id(self, key_id: int) -> ApiKey:

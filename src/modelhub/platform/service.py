@@ -13,6 +13,7 @@ from modelhub.errors import DatabaseUnavailableError, InvalidRequestError
 from modelhub.platform.auth import Authenticator, Principal
 from modelhub.platform.contracts import ContractStore, Limits
 from modelhub.platform.db import DB_UNREACHABLE, migrate, open_engine
+from modelhub.platform.key_use import KeyUse
 from modelhub.platform.ledger import InFlight, Ledger, UsageRecord
 from modelhub.platform.limiter import RateLimiter, Reservation
 from modelhub.platform.ratelimit import LimiterBackend
@@ -49,8 +50,10 @@ class Platform:
         self.settings = settings
         self.store = store
         self._engine = engine
+        self._key_use = KeyUse(store)
         self._auth = Authenticator(
             store,
+            self._key_use,
             enabled=settings.auth,
             clock=clock,
             cache_ttl_s=settings.auth_cache_ttl_s,
@@ -91,6 +94,7 @@ class Platform:
         except BaseException:
             await platform.close()
             raise
+        platform._key_use.start()
         return platform
 
     async def close(self) -> None:
@@ -99,8 +103,11 @@ class Platform:
         try:
             await self._ledger.close()
         finally:
-            await self._limiter.backend.close()
-            await self._engine.dispose()
+            try:
+                await self._key_use.close()
+            finally:
+                await self._limiter.backend.close()
+                await self._engine.dispose()
 
     async def authenticate(self, authorization: str | None, model: str | None) -> Principal:
         return await self._auth.authenticate(authorization, model)
@@ -119,8 +126,9 @@ class Platform:
         await self._ledger.record(record)
 
     async def flush(self) -> None:
-        """Write queued ledger rows now."""
+        """Write queued ledger rows, and the keys' last uses, now."""
         await self._ledger.flush()
+        await self._key_use.write()
 
     async def usage(
         self,
