@@ -162,7 +162,7 @@ def memory_table(result: GatewayResult) -> str:
         header("Gateway memory (VmRSS of the server process tree)", result.versions)
         + "\n"
         + table(["Target", "RSS idle MiB", "RSS peak MiB at burst c=16"], rows)
-        + "\nIdle: after a 200-request warm-up, nothing in flight. Peak: sampled every 100 ms.\n"
+        + "\nIdle: after a warm-up (200 requests, or one per key where there are more keys), nothing in flight. Peak: sampled every 100 ms.\n"
     )
 
 
