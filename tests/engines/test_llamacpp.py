@@ -244,38 +244,27 @@ async def test_a_greedy_output_run_alone_does_not_depend_on_what_the_cache_holds
     assert cached.stats().extra["prefix_cache_entries"] > 0
 
 
-async def test_a_follow_up_turn_reuses_up_to_the_turn_boundary_with_the_same_output(
-    engine_factory,
-):
-    system = SYSTEM[:1400]  # about 350 tokens: the turn ends well past a 256-token chunk
-    turn = f"{system}\n\nUser: What is the capital of France?\n\nAssistant:"
-    follow_up = f"{turn} Paris.\n\nUser: And the capital of Spain?\n\nAssistant:"
-    cold = await engine_factory(cache_entries=0, threads=2)
-    cached = await engine_factory(threads=2)
-    expected = await _generate(cold, follow_up, max_tokens=40)
-    await _generate(cached, turn, max_tokens=40)
-    await _until_idle(cached)
-    assert await _generate(cached, follow_up, max_tokens=40) == expected
-    # A prefill chunk ends after the blank line that closes the system prompt, so the
-    # follow-up reuses all of it: more than whole 256-token chunks would give.
-    ids = cached.tokenizer.encode(turn, add_bos=True)
-    closed = cached.tokenizer.encode(f"{system}\n\n", add_bos=True)
-    assert ids[: len(closed)] == closed
-    reused = cached.stats().extra["prefix_cache_hits_tokens"]
-    assert reused >= len(closed) > _reusable(len(ids) - 1)
-
-
-async def test_a_chat_follow_up_reuses_up_to_its_turn_markup_with_the_same_output(
-    engine_factory,
-):
-    """A prompt in the model's turn markup is cut at the markup, not at each paragraph of
-    the document it holds, and its follow-up still reuses up to the turn it answers."""
+def _conversation(layout: str) -> tuple[str, str, str]:
+    """(the part a follow-up reuses, a turn, its follow-up), over 256 tokens in."""
+    if layout == "plain":
+        closed = f"{SYSTEM[:1400]}\n\n"  # about 350 tokens
+        turn = f"{closed}User: What is the capital of France?\n\nAssistant:"
+        return closed, turn, f"{turn} Paris.\n\nUser: And the capital of Spain?\n\nAssistant:"
     document = "\n\n".join(SYSTEM[i : i + 200] for i in range(0, 1400, 200))
-    asked = f"<start_of_turn>user\n{document}<end_of_turn>"
-    turn = f"{asked}\n<start_of_turn>model\n"
-    follow_up = f"{turn}Paris.<end_of_turn>\n<start_of_turn>user\nAnd Spain?<end_of_turn>\n" + (
-        "<start_of_turn>model\n"
-    )
+    closed = f"<start_of_turn>user\n{document}<end_of_turn>"
+    turn = f"{closed}\n<start_of_turn>model\n"
+    asked = "Paris.<end_of_turn>\n<start_of_turn>user\nAnd Spain?<end_of_turn>\n"
+    return closed, turn, f"{turn}{asked}<start_of_turn>model\n"
+
+
+@pytest.mark.parametrize("layout", ["plain", "markup"])
+async def test_a_follow_up_turn_reuses_up_to_the_turn_boundary_with_the_same_output(
+    engine_factory, layout
+):
+    """Plain text is cut at blank lines; a prompt in the model's turn markup at its markup,
+    not at each paragraph of the document it holds. Either way a follow-up reuses up to
+    the turn it answers: more than whole 256-token chunks would give."""
+    closed, turn, follow_up = _conversation(layout)
     cold = await engine_factory(cache_entries=0, threads=2)
     cached = await engine_factory(threads=2)
     expected = await _generate(cold, follow_up, max_tokens=40)
@@ -283,10 +272,10 @@ async def test_a_chat_follow_up_reuses_up_to_its_turn_markup_with_the_same_outpu
     await _until_idle(cached)
     assert await _generate(cached, follow_up, max_tokens=40) == expected
     ids = cached.tokenizer.encode(turn, add_bos=True)
-    closed = cached.tokenizer.encode(asked, add_bos=True)
-    assert ids[: len(closed)] == closed
+    reusable = cached.tokenizer.encode(closed, add_bos=True)
+    assert ids[: len(reusable)] == reusable
     reused = cached.stats().extra["prefix_cache_hits_tokens"]
-    assert reused >= len(closed) > _reusable(len(ids) - 1)
+    assert reused >= len(reusable) > _reusable(len(ids) - 1)
 
 
 async def test_exact_reuse_takes_no_part_of_an_answer_decoded_for_another_request(

@@ -2,9 +2,8 @@
 transaction per batch, off the request path.
 
 Written inside the request (at most once a minute per key), it cost a database write
-transaction on every request of a key used less often than that: with 1,000 keys over 10
-contracts, 0.4 ms of CPU per request at c=1 and every request of the 25 req/s level
-(bench/README.md).
+transaction on every request of a key used less often than that, which in the bench's
+gateway load (1,000 keys over 10 contracts) was most requests (bench/README.md).
 """
 
 from __future__ import annotations
@@ -42,11 +41,15 @@ class KeyUse:
         noted, self._noted = self._noted, {}
         if not noted:
             return
+        written = False
         try:
             await self._store.touch_keys(noted)
+            written = True
         except DB_UNREACHABLE as error:
             log.debug("key use: database unreachable (%s); kept for the next write", error)
-            self._noted = noted | self._noted
+        finally:
+            if not written:  # unreachable, or cancelled by a shutdown: close writes them
+                self._noted = noted | self._noted
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="key-use")
