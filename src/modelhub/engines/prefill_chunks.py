@@ -9,11 +9,12 @@ Chunks used to start at multiples of the batch size, so a follow-up turn recompu
 a chunk (128 tokens) on average of the prefix it shared with the cache. Now a chunk also
 ends after a *break* token once it is ``min_size`` tokens long, and before and after
 every image. A prompt in the model's turn markup (a control token such as ``[/INST]`` or
-``<end_of_turn>``) breaks only at its markup; plain text, which has none, breaks at blank
-lines. Cutting a chat's documents at every paragraph made its cold prefill 1.3-1.4x
-slower (many small ubatches), and its turns are marked anyway. The cuts depend only on
-the tokens before them, so a prompt and its follow-up turn are cut alike over what they
-share, and the follow-up reuses up to the last turn boundary before the part it adds.
+``<end_of_turn>``) breaks only at its markup; plain text, which has none (the demo
+model's question/answer format included), breaks at blank lines. Cutting a document in a
+chat template's turn at every paragraph made its cold prefill 1.3-1.4x slower (many small
+ubatches), and the template marks the turns anyway. The cuts depend only on the tokens
+before them, so a prompt and its follow-up turn are cut alike over what they share, and
+the follow-up reuses up to the last turn boundary before the part it adds.
 """
 
 from __future__ import annotations
