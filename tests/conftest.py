@@ -47,6 +47,8 @@ def make_settings(tmp: Path, *, auth: bool, **overrides) -> Settings:
         "engine_queue": 32,
         # Ledger rows visible within moments, for the tests that read them back.
         "ledger_flush_interval_s": 0.05,
+        # Many apps start in this one process; gc.freeze would keep each one's garbage.
+        "gc_freeze": False,
     }
     return Settings(**{**base, **overrides})
 
