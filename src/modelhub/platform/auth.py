@@ -23,7 +23,8 @@ T = TypeVar("T")
 # Seconds a client waits before retrying: about what a database restart or failover takes.
 _RETRY_AFTER = "5"
 
-# last_used_at is for people reading key lists: a note per request is not worth it.
+# last_used_at is for people reading key lists: to the minute is enough, and it bounds the
+# writes (key_use.py) to one per key per minute.
 _TOUCH_EVERY = timedelta(minutes=1)
 
 
