@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from modelhub.errors import (
     AuthenticationError,
@@ -17,6 +19,19 @@ from modelhub.platform import ANONYMOUS, Limits, Platform, Price
 from modelhub.platform import keys as key_material
 from modelhub.platform.tables import api_keys
 from tests.conftest import make_settings
+
+
+@contextmanager
+def _statements(platform: Platform) -> Iterator[list[str]]:
+    """The SQL the platform's engine runs while the block runs."""
+    engine = platform.store.engine.sync_engine
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
 
 
 async def test_contract_crud(platform: Platform):
@@ -164,22 +179,15 @@ async def test_migrations_are_idempotent(tmp_path, database_url):
 async def test_a_keys_last_use_is_written_after_the_request_in_one_batch(platform: Platform):
     """Inside the request it was a write transaction for every key used less than once a
     minute; now uses are noted, and written together by the next flush."""
-    from sqlalchemy import event
-
     store = platform.store
     await store.create_contract("acme")
     secrets = [(await store.create_key("acme"))[0] for _ in range(3)]
-    statements: list[str] = []
-    listener = lambda *args: statements.append(args[2])
-    event.listen(store.engine.sync_engine, "before_cursor_execute", listener)
-    try:
+    with _statements(platform) as statements:
         for secret in secrets:
             await platform.authenticate(f"Bearer {secret}", None)
         assert not [s for s in statements if s.lstrip().upper().startswith("UPDATE")]
         assert [k.last_used_at for k in await store.list_keys("acme")] == [None] * 3
         await platform.flush()
-    finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", listener)
     assert all(k.last_used_at is not None for k in await store.list_keys("acme"))
     assert len([s for s in statements if "UPDATE api_keys" in s]) == 1
 
@@ -207,8 +215,6 @@ async def test_key_lookups_are_cached_for_the_ttl(platform: Platform, clock):
 async def test_cached_keys_cost_no_query_until_keys_or_contracts_change(platform: Platform, clock):
     """Past the TTL a gateway reads only the auth revision; a suspension bumps it, so
     every cached key of every contract is looked up again."""
-    from sqlalchemy import event
-
     from modelhub.platform.auth import Authenticator
     from modelhub.platform.key_use import KeyUse
 
@@ -219,10 +225,7 @@ async def test_cached_keys_cost_no_query_until_keys_or_contracts_change(platform
     for secret in secrets:
         await auth.authenticate(f"Bearer {secret}", None)  # looked up, last use noted
 
-    statements: list[str] = []
-    listener = lambda *args: statements.append(args[2])
-    event.listen(store.engine.sync_engine, "before_cursor_execute", listener)
-    try:
+    with _statements(platform) as statements:
         for _ in range(3):
             clock.advance(1.01)
             for secret in secrets:
@@ -237,5 +240,3 @@ async def test_cached_keys_cost_no_query_until_keys_or_contracts_change(platform
         for secret in secrets:
             with pytest.raises(PermissionDeniedError, match="suspended"):
                 await auth.authenticate(f"Bearer {secret}", None)
-    finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", listener)
