@@ -225,6 +225,23 @@ async def test_prefix_cache_keeps_greedy_output_and_reuses_the_shared_prompt(eng
     assert cached.stats().extra["prefix_cache_hits_tokens"] - before == _reusable(n_prompt - 1)
 
 
+async def test_a_chunk_that_would_fill_attention_tiles_by_half_takes_two_ubatches(
+    engine_factory,
+):
+    """131 tokens without a blank line are one prefill chunk. On two threads the demo
+    model's flash attention would cost as many tiles for them as for 256 tokens; 128 tokens
+    and then 3 fill whole tiles (``prefill_chunks.AttentionTiles``)."""
+    steps: list[tuple[int, int]] = []
+    engine = await engine_factory(
+        threads=2, observer=lambda sequences, tokens: steps.append((sequences, tokens))
+    )
+    prompt = engine.tokenizer.encode(SYSTEM, add_bos=True)[:131]
+    greedy = SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True)
+    job = GenerationJob("t", EncodedPrompt(prompt), greedy)
+    assert len([e async for e in engine.generate(job) if isinstance(e, TokenEvent)]) == 3
+    assert steps[:3] == [(0, 128), (1, 3), (1, 1)]
+
+
 async def test_a_greedy_output_run_alone_does_not_depend_on_what_the_cache_holds(
     engine_factory,
 ):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelhub.engines.prefill_chunks import PARAGRAPH, TURN, Chunking
+from modelhub.engines.prefill_chunks import PARAGRAPH, TURN, AttentionTiles, Chunking
 
 WORD, BREAK, MARKUP = 1, 7, 9  # a word, a blank line, a control token
 
@@ -60,3 +60,39 @@ def test_a_prompt_in_turn_markup_is_cut_at_its_markup_not_at_its_paragraphs():
     # first control token at 1, below min_size): 64-token chunks, then the turn's end.
     assert plain == [0, 24, 45, 66, 87]
     assert marked == [0, 64, 109]
+
+
+def test_attention_tiles_follow_llama_cpps_partition_of_query_rows():
+    # 4 heads on 2 threads (the demo model): 8 ranges of tokens/2 rows each, 64-row tiles
+    # that never cross a head. An odd count makes ranges straddle heads; 129 tokens need a
+    # second tile per range. Under 64 tokens the kernel does not tile.
+    tiles = AttentionTiles(heads=4, threads=2)
+    counts = {n: tiles.count(n) for n in (63, 64, 65, 66, 128, 129, 130, 256, 512)}
+    assert counts == {63: 0, 64: 8, 65: 11, 66: 8, 128: 8, 129: 15, 130: 16, 256: 16, 512: 32}
+    # One thread: one range, so a head's rows are tiled whole.
+    assert AttentionTiles(heads=4, threads=1).count(67) == 8
+
+
+def test_a_chunk_is_split_only_where_a_short_tail_saves_whole_tiles():
+    tiles = AttentionTiles(heads=4, threads=2)
+    firsts = {n: tiles.first_ubatch(n) for n in (40, 64, 65, 66, 67, 128, 131, 140, 200, 512)}
+    assert firsts == {
+        40: 40,
+        64: 64,
+        65: 64,
+        66: 66,
+        67: 66,
+        128: 128,
+        131: 128,
+        140: 140,
+        200: 200,
+        512: 512,
+    }
+    with_tiles = Chunking(kinds=KINDS, size=256, tiles=tiles)
+    assert [with_tiles.ubatch_end(100, 231, n) for n in (100, 227, 228, 230)] == [
+        228,
+        228,
+        231,
+        231,
+    ]
+    assert CHUNKING.ubatch_end(100, 231, 100) == 231  # no tiles: one ubatch a chunk

@@ -65,7 +65,7 @@ import numpy as np
 from modelhub.engines.base import EngineEvent, EngineStats, FinishEvent, GenerationJob
 from modelhub.engines.llamacpp_sequence import Outbox, PieceDecoder, SamplerChain, Sequence
 from modelhub.engines.llamacpp_vision import ImageKVFullError, VisionEncoder, VisionEncoderError
-from modelhub.engines.prefill_chunks import Chunking, break_kinds
+from modelhub.engines.prefill_chunks import AttentionTiles, Chunking, break_kinds
 from modelhub.engines.prefix_cache import (
     CachedPrefix,
     KVHolder,
@@ -240,7 +240,13 @@ class LlamaCppEngine:
             pieces.piece_bytes,
             llama_cpp.llama_vocab_bos(self._vocab),
         )
-        self._chunking = Chunking(kinds, self.batch_size)
+        # Where the model runs on the CPU, a chunk may take two ubatches to fill whole
+        # flash-attention tiles (``prefill_chunks.AttentionTiles``).
+        tiles = None
+        if not llama_cpp.llama_supports_gpu_offload():
+            heads = llama_cpp.llama_model_n_head(self._model)
+            tiles = AttentionTiles(heads, cparams.n_threads_batch)
+        self._chunking = Chunking(kinds, self.batch_size, tiles=tiles)
         if self.mmproj is not None:
             self._vision = VisionEncoder(self.mmproj, self._model, cparams.n_threads)
         self.tokenizer = LlamaTokenizer(self._vocab)
@@ -636,7 +642,7 @@ class LlamaCppEngine:
                 continue  # its next token is still being sampled, or its prefix computed
             # A prompt chunk ends where a cold prefill's would, so that one computed after
             # a reused prefix is the same chunk.
-            take = min(self._prefill_end(seq), seq.chunk_end(seq.n_past)) - seq.n_past
+            take = min(self._prefill_end(seq), seq.ubatch_end(seq.n_past)) - seq.n_past
             take = min(take, self.batch_size - n, budget_kv)
             for i in range(take):
                 batch.token[n] = seq.history[seq.n_past + i]

@@ -301,15 +301,17 @@ class Sequence:
             self._starts = (len(self.history), starts)
         return self._starts[1]
 
-    def chunk_end(self, n: int) -> int:
-        """Where the prefill chunk holding position ``n`` ends."""
+    def ubatch_end(self, n: int) -> int:
+        """Where the ubatch that computes position ``n`` ends: with its prefill chunk, or
+        where the chunk is split in two (``Chunking.ubatch_end``)."""
         if n >= len(self.history) - 1:
             # The last position (a decoding sequence's every step): no chunk starts after
             # it, and its history has just grown, so the starts are not worth recomputing.
             return len(self.history)
         starts = self.chunk_starts()
         i = int(np.searchsorted(starts, n, side="right"))
-        return int(starts[i]) if i < len(starts) else len(self.history)
+        end = int(starts[i]) if i < len(starts) else len(self.history)
+        return self.chunking.ubatch_end(int(starts[i - 1]), end, n)
 
     def reuse_point(self, n: int) -> int:
         """How much of a cached prefix ``n`` positions long this sequence reuses: never part
