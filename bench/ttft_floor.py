@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.engine import KV_CELLS, SLOTS, THREADS, demo_gguf, levels
+from bench.engine import KV_CELLS, SLOTS, THREADS, Level, demo_gguf, levels
 from bench.peers import OUT_DIR
 from bench.workloads import Tokenizer, Workloads
 from modelhub.engines.prefix_cache import common_prefix
@@ -101,11 +101,10 @@ def cheapest_cuts(costs: dict[int, float], longest: int) -> list[float]:
     return best
 
 
-def new_tokens(tokenizer: Tokenizer, workloads: Workloads, seed: int) -> list[int]:
+def new_tokens(tokenizer: Tokenizer, workloads: Workloads, level: Level, seed: int) -> list[int]:
     """Per request of the level, in order: its tokens past the longest prefix it shares with
     the system prompt (taken as cached, as a floor should) or an earlier prompt of the
     level; its last token is always computed, for its logits."""
-    level = next(lvl for lvl in levels(quick=False) if lvl.key == LEVEL)
     earlier = [np.asarray(tokenizer.encode(workloads.system))]
     counts = []
     for conversation in workloads.multiturn(seed, level.items, level.turns):
@@ -134,9 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     gguf = demo_gguf()
     tokenizer = Tokenizer(gguf)
     workloads = Workloads(tokenizer)
-    index = [lvl.key for lvl in levels(quick=False)].index(LEVEL)
+    plan = levels(quick=False)
+    index = [lvl.key for lvl in plan].index(LEVEL)
     # The seeds ``make bench`` gives this level (``bench.engine.run_engine``).
-    counts = [new_tokens(tokenizer, workloads, 1000 * rep + index) for rep in range(args.reps)]
+    counts = [
+        new_tokens(tokenizer, workloads, plan[index], 1000 * rep + index)
+        for rep in range(args.reps)
+    ]
     decode = DecodeCosts(gguf)
     costs = {n: decode.after_context(n) for n in MEASURED}
     logits = decode.after_context(1, logits=True) - costs[1]
@@ -153,10 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     for rep, rep_counts in enumerate(counts):
         floors = [best[n] + logits for n in rep_counts]
         p50 = statistics.median(floors)
-        peer = f"{peers[rep]:.0f}" if rep < len(peers) else "-"
-        ratio = f"{p50 / peers[rep]:.2f}" if rep < len(peers) else "-"
+        peer = ratio = "-"
         if rep < len(peers):
             ratios.append(p50 / peers[rep])
+            peer, ratio = f"{peers[rep]:.0f}", f"{ratios[-1]:.2f}"
         shown = ", ".join(f"{f:.0f}" for f in floors)
         print(f"| {rep} | {rep_counts} | {shown} | {p50:.0f} | {peer} | {ratio} |")
     if ratios:
